@@ -194,3 +194,7 @@ PRESETS: dict = {
                  num_frames=32, audio_dim=512, audio_encoder="resnet18", audio_window_s=10.0,
                  n_mels=64),
 }
+
+# CLIP's image normalisation (frames are squashed to image_size, scaled to [0, 1], then this).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

@@ -1,0 +1,330 @@
+"""Decoding: ``T`` frames and the whole soundtrack of a video file, or the samples of an audio file.
+
+* :func:`read_video` decodes the frames chosen by :mod:`eclipse_lite.data.sampling` (uniform
+  segment centres or one random frame per segment) with decord, or with PyAV when decord is
+  missing or fails on a file. Both backends decode at the native resolution and convert YUV to
+  RGB with FFmpeg's swscale, so they return identical pixels; resizing ("squashing" to
+  ``size x size`` as CLIP4Clip and ECLIPSE do) happens afterwards in one shared function.
+* :func:`read_audio` decodes audio with PyAV (decord's audio reader drops and misplaces samples
+  on some containers), down-mixes by averaging the channels and resamples with
+  ``torchaudio.functional.resample``. It reads video containers (mp4/webm/mkv/avi) and audio
+  files (wav/mp3/ogg/flac); a container without an audio stream gives an empty waveform.
+
+Any file that cannot be decoded (missing, empty, garbage, truncated) raises :class:`DecodeError`,
+whose message starts with the file's path. Datasets catch it and skip the item (counted).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import List, Optional, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .sampling import RngLike, first_occurrence, sample_indices
+
+try:  # decord has no wheels for macOS / recent Pythons: PyAV is the fallback
+    import decord as _decord
+except ImportError:  # pragma: no cover - depends on the platform
+    _decord = None
+
+import av
+
+BACKENDS = ("auto", "decord", "pyav")
+PathLike = Union[str, "os.PathLike[str]"]
+# A file is "truncated" when fewer frames decode than its header declares, beyond this slack
+# (edit lists and B-frame reordering can legitimately lose a frame or two at either end).
+_TRUNCATION_SLACK = 0.02
+
+
+class DecodeError(RuntimeError):
+    """A media file could not be decoded. ``str(err)`` starts with the file path."""
+
+    def __init__(self, path: PathLike, reason: str):
+        self.path = os.fspath(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+@dataclass
+class VideoClip:
+    """``T`` decoded frames of a video.
+
+    frames    uint8 [T, H, W, 3] RGB (``H = W = size`` when a size was requested).
+    times     float64 [T] presentation time of each frame in seconds from the stream start.
+    mask      bool [T], False on frames that repeat an earlier one (video shorter than ``T``).
+    indices   int64 [T] frame numbers in the decoded stream.
+    fps       average frame rate of the stream.
+    duration  length of the video stream in seconds (``n_frames / fps``).
+    n_frames  number of frames in the stream.
+    backend   "decord" or "pyav": which decoder produced the frames.
+    """
+
+    frames: np.ndarray
+    times: np.ndarray
+    mask: np.ndarray
+    indices: np.ndarray
+    fps: float
+    duration: float
+    n_frames: int
+    backend: str
+
+
+def available_backends() -> List[str]:
+    """Decoders usable on this machine, preferred first."""
+    return (["decord"] if _decord is not None else []) + ["pyav"]
+
+
+# ---------------------------------------------------------------------------------- video
+def read_video(path: PathLike, num_frames: int, size: Union[int, Tuple[int, int], None],
+               sampling: str = "uniform", rng: RngLike = None,
+               backend: str = "auto") -> VideoClip:
+    """Decode ``num_frames`` frames of the video at ``path``.
+
+    Args:
+      num_frames: T, frames to return (repeats + ``mask`` when the video has fewer).
+      size:      int ``s`` squashes every frame to ``s x s`` (aspect ratio not kept, as in
+                 CLIP4Clip/ECLIPSE); ``(h, w)`` for another shape; ``None`` keeps the native size.
+      sampling:  "uniform" (segment centres, the paper's default) or "random" (one random frame
+                 per segment; needs ``rng``, a numpy Generator or int seed).
+      backend:   "auto" (decord, falling back to PyAV if decord is missing or fails on this
+                 file), "decord" or "pyav".
+    Returns a :class:`VideoClip` with frames uint8 [T, H, W, 3].
+    Raises :class:`DecodeError` (naming the file) when the file cannot be decoded.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is not one of {BACKENDS}")
+    if int(num_frames) <= 0:
+        raise ValueError(f"num_frames must be positive, got {num_frames}")
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DecodeError(path, "no such file")
+    if os.path.getsize(path) == 0:
+        raise DecodeError(path, "empty file")
+    if backend == "decord" and _decord is None:
+        raise ImportError("backend='decord' but decord is not installed; use backend='pyav'")
+
+    if backend == "pyav" or (backend == "auto" and _decord is None):
+        clip = _read_pyav(path, int(num_frames), sampling, rng)
+    elif backend == "decord":
+        clip = _read_decord(path, int(num_frames), sampling, rng)
+    else:
+        # "auto": decord is fast, but rejects some valid files (odd frame widths, some
+        # containers); PyAV then decides. The rng is copied so both draw the same frames.
+        state = _rng_state(rng)
+        try:
+            clip = _read_decord(path, int(num_frames), sampling, rng)
+        except DecodeError as decord_error:
+            _restore_rng(rng, state)
+            try:
+                clip = _read_pyav(path, int(num_frames), sampling, rng)
+            except DecodeError as pyav_error:
+                raise DecodeError(path, f"{pyav_error.reason} (decord: {decord_error.reason})") \
+                    from pyav_error
+    if size is not None:
+        clip.frames = resize_frames(clip.frames, size)
+    return clip
+
+
+def resize_frames(frames: np.ndarray, size: Union[int, Tuple[int, int]]) -> np.ndarray:
+    """Squash uint8 frames [T, H, W, 3] to [T, h, w, 3] (bicubic, antialiased when shrinking).
+
+    ``size`` is an int (square) or ``(h, w)``. Frames already at that size are returned as is.
+    """
+    h, w = (int(size), int(size)) if np.isscalar(size) else (int(size[0]), int(size[1]))
+    if h <= 0 or w <= 0:
+        raise ValueError(f"size must be positive, got {size}")
+    if frames.shape[1] == h and frames.shape[2] == w:
+        return frames
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=(h, w), mode="bicubic", align_corners=False, antialias=True)
+    x = x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    return np.ascontiguousarray(x.numpy())
+
+
+def _read_decord(path: str, num_frames: int, sampling: str, rng: RngLike) -> VideoClip:
+    try:
+        reader = _decord.VideoReader(path, ctx=_decord.cpu(0), num_threads=1)
+    except Exception as e:  # decord raises RuntimeError / DECORDError with C++ traces
+        raise DecodeError(path, f"decord cannot open it ({_first_line(e)})") from e
+    try:
+        n = len(reader)
+        if n <= 0:
+            raise DecodeError(path, "no video frames")
+        fps = float(reader.get_avg_fps())
+        if not fps > 0:
+            raise DecodeError(path, f"unusable frame rate {fps}")
+        indices = sample_indices(n, num_frames, sampling, rng)
+        unique = np.unique(indices)
+        try:
+            batch = reader.get_batch(unique.tolist()).asnumpy()
+            stamps = np.asarray(reader.get_frame_timestamp(unique.tolist()), dtype=np.float64)
+        except DecodeError:
+            raise
+        except Exception as e:
+            raise DecodeError(path, f"decord failed to decode frames ({_first_line(e)})") from e
+    finally:
+        del reader
+    pos = np.searchsorted(unique, indices)
+    return VideoClip(frames=np.ascontiguousarray(batch[pos]), times=stamps[pos, 0],
+                     mask=first_occurrence(indices), indices=indices, fps=fps,
+                     duration=n / fps, n_frames=n, backend="decord")
+
+
+def _read_pyav(path: str, num_frames: int, sampling: str, rng: RngLike) -> VideoClip:
+    try:
+        container = av.open(path)
+    except Exception as e:
+        raise DecodeError(path, f"cannot open it ({_first_line(e)})") from e
+    with container:
+        if not container.streams.video:
+            raise DecodeError(path, "no video stream")
+        stream = container.streams.video[0]
+        fps = _stream_fps(stream)
+        if fps is None:
+            raise DecodeError(path, "unknown frame rate")
+        declared = int(stream.frames or 0)
+        container_s = container.duration / av.time_base if container.duration else None
+    # Without a frame count in the header (webm, mkv, some avi), count the video packets first:
+    # demuxing is much cheaper than decoding.
+    n = declared or _count_video_packets(path)
+    if n <= 0:
+        raise DecodeError(path, "no video frames")
+    indices = sample_indices(n, num_frames, sampling, rng)
+    got, decoded = _decode_frames(path, set(np.unique(indices).tolist()))
+    if decoded == 0:
+        raise DecodeError(path, "no decodable video frames")
+    if declared and decoded < declared * (1 - _TRUNCATION_SLACK) - 1:
+        raise DecodeError(path, f"truncated or corrupt: decoded {decoded} of the {declared} "
+                                f"frames its header declares")
+    if not declared and container_s and decoded / fps < 0.9 * container_s - 1.0:
+        raise DecodeError(path, f"truncated or corrupt: video ends at {decoded / fps:.1f} s of a "
+                                f"{container_s:.1f} s container")
+    if decoded != n:  # header count off by a frame or two: sample again from the true count
+        n = decoded
+        indices = sample_indices(n, num_frames, sampling, rng)
+        got, _ = _decode_frames(path, set(np.unique(indices).tolist()))
+    frames = np.stack([got[i][0] for i in indices])
+    times = np.array([got[i][1] if got[i][1] is not None else i / fps for i in indices])
+    return VideoClip(frames=frames, times=times, mask=first_occurrence(indices), indices=indices,
+                     fps=fps, duration=n / fps, n_frames=n, backend="pyav")
+
+
+def _decode_frames(path: str, wanted: set) -> Tuple[dict, int]:
+    """Decode every frame in presentation order; convert only the ``wanted`` ones to RGB.
+
+    Returns ({index: (rgb uint8 [H, W, 3], time_s or None)}, number of frames decoded).
+    """
+    got = {}
+    count = 0
+    try:
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            start = stream.start_time or 0
+            tb = stream.time_base
+            for frame in container.decode(stream):
+                if count in wanted:
+                    t = float((frame.pts - start) * tb) if frame.pts is not None else None
+                    got[count] = (frame.to_ndarray(format="rgb24"), t)
+                count += 1
+    except Exception as e:
+        raise DecodeError(path, f"decoding failed after {count} frames ({_first_line(e)})") from e
+    return got, count
+
+
+def _count_video_packets(path: str) -> int:
+    try:
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            return sum(1 for p in container.demux(stream) if p.size > 0)
+    except Exception as e:
+        raise DecodeError(path, f"cannot read packets ({_first_line(e)})") from e
+
+
+def _stream_fps(stream) -> Optional[float]:
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate is not None and float(rate) > 0:
+            return float(rate)
+    return None
+
+
+# ---------------------------------------------------------------------------------- audio
+def read_audio(path: PathLike, sample_rate: int = 16000) -> Tuple[np.ndarray, int]:
+    """The first audio stream of ``path`` as a mono float32 waveform at ``sample_rate`` Hz.
+
+    Works for video containers (mp4/webm/mkv/avi) and audio files (wav/mp3/ogg/flac), any
+    sample format (8/16/24/32-bit PCM, float, compressed) and channel count. Channels are
+    averaged; the rate is converted with ``torchaudio.functional.resample``.
+    Returns ``(waveform float32 [N], sample_rate)``; N = 0 when the container has no audio stream.
+    Raises :class:`DecodeError` naming the file when it cannot be decoded or is truncated.
+    """
+    path = os.fspath(path)
+    if int(sample_rate) <= 0:
+        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    if not os.path.isfile(path):
+        raise DecodeError(path, "no such file")
+    if os.path.getsize(path) == 0:
+        raise DecodeError(path, "empty file")
+    try:
+        container = av.open(path)
+    except Exception as e:
+        raise DecodeError(path, f"cannot open it ({_first_line(e)})") from e
+    chunks: List[np.ndarray] = []
+    with container:
+        if not container.streams.audio:
+            return np.zeros(0, dtype=np.float32), int(sample_rate)
+        stream = container.streams.audio[0]
+        declared_s = (float(stream.duration * stream.time_base)
+                      if stream.duration is not None and stream.time_base else None)
+        # float planar output at the stream's own rate and layout: to_ndarray() is [C, n]
+        resampler = av.AudioResampler(format="fltp")
+        native_rate = None
+        try:
+            for frame in container.decode(stream):
+                native_rate = native_rate or frame.sample_rate
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray())
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray())
+        except Exception as e:
+            raise DecodeError(path, f"audio decoding failed ({_first_line(e)})") from e
+    if not chunks:
+        if declared_s:
+            raise DecodeError(path, f"audio stream declares {declared_s:.2f} s but no sample "
+                                    f"decodes")
+        return np.zeros(0, dtype=np.float32), int(sample_rate)
+    multi = np.concatenate(chunks, axis=1)  # [C, N]
+    if declared_s and multi.shape[1] / native_rate < declared_s * 0.95 - 0.1:
+        raise DecodeError(path, f"truncated or corrupt: decoded {multi.shape[1] / native_rate:.2f}"
+                                f" s of audio of the {declared_s:.2f} s its header declares")
+    mono = torch.from_numpy(multi.mean(axis=0, dtype=np.float32))
+    if native_rate != int(sample_rate):
+        import torchaudio.functional as AF
+
+        mono = AF.resample(mono, int(native_rate), int(sample_rate))
+    wave = mono.numpy().astype(np.float32, copy=False)
+    if not np.isfinite(wave).all():
+        raise DecodeError(path, "audio contains NaN or infinite samples")
+    return wave, int(sample_rate)
+
+
+# ---------------------------------------------------------------------------------- helpers
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
+
+
+def _rng_state(rng: RngLike):
+    return rng.bit_generator.state if isinstance(rng, np.random.Generator) else None
+
+
+def _restore_rng(rng: RngLike, state) -> None:
+    if state is not None:
+        rng.bit_generator.state = state
+
+
+__all__ = ["DecodeError", "VideoClip", "read_video", "read_audio", "resize_frames",
+           "available_backends", "BACKENDS"]
