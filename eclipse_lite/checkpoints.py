@@ -239,13 +239,13 @@ def config_from_official(state: Mapping[str, Tensor], **overrides) -> ModelConfi
     for flag, (field_name, off, on) in OFFICIAL_FLAGS.items():
         if flag in overrides:
             values[field_name] = on if int(overrides.pop(flag)) else off
-    if values["fusion"] != "none" and not has_av:
-        raise ValueError("this checkpoint has no audiovisual blocks (vis_audio_attn); load it with "
-                         "fusion='none'")
     base = ModelConfig.preset("base").to_dict()
     base.update(values)
     base["name"] = "official"
     base.update(overrides)
+    if base["fusion"] in ("eclipse", "a2v") and not has_av:
+        raise ValueError("this checkpoint has no audiovisual blocks (vis_audio_attn); load it with "
+                         "fusion='none'")
     return ModelConfig.from_dict(base)
 
 
@@ -288,8 +288,8 @@ def official_to_ours(state: Mapping[str, Tensor], cfg: ModelConfig) -> Tuple[Dic
         for i in cfg.av_layer_set:
             src, dst = f"visual.transformer.resblocks.{i}", f"av_blocks.{i}"
             for theirs, ours in _AV_NAMES.items():
-                if ours == "v2a_attn" and cfg.fusion != "eclipse":
-                    continue
+                if ours.startswith("v2a_") and cfg.fusion != "eclipse":
+                    continue  # their yb_dual=0: V2A exists in the checkpoint but is never run
                 if theirs.endswith("_attn"):
                     _split_in_proj(state, f"{src}.{theirs}", f"{dst}.{ours}", out)
                 else:
