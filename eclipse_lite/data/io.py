@@ -4,7 +4,8 @@
   segment centres or one random frame per segment) with decord, or with PyAV when decord is
   missing or fails on a file. Both backends decode at the native resolution and convert YUV to
   RGB with FFmpeg's swscale, so they return identical pixels; resizing ("squashing" to
-  ``size x size`` as CLIP4Clip and ECLIPSE do) happens afterwards in one shared function.
+  ``size x size`` as CLIP4Clip and ECLIPSE do, with CLIP's PIL bicubic filter) happens
+  afterwards in one shared function.
 * :func:`read_audio` decodes audio with PyAV (decord's audio reader drops and misplaces samples
   on some containers), down-mixes by averaging the channels and resamples with
   ``torchaudio.functional.resample``. It reads video containers (mp4/webm/mkv/avi) and audio
@@ -21,16 +22,18 @@ from typing import List, Optional, Tuple, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from PIL import Image
 
 from .sampling import RngLike, first_occurrence, sample_indices
+
+# PyAV first: decord bundles its own FFmpeg libraries, and when they load first some of PyAV's
+# encoders (libvpx) fail to open in the same process.
+import av
 
 try:  # decord has no wheels for macOS / recent Pythons: PyAV is the fallback
     import decord as _decord
 except ImportError:  # pragma: no cover - depends on the platform
     _decord = None
-
-import av
 
 BACKENDS = ("auto", "decord", "pyav")
 PathLike = Union[str, "os.PathLike[str]"]
@@ -87,8 +90,9 @@ def read_video(path: PathLike, num_frames: int, size: Union[int, Tuple[int, int]
       num_frames: T, frames to return (repeats + ``mask`` when the video has fewer).
       size:      int ``s`` squashes every frame to ``s x s`` (aspect ratio not kept, as in
                  CLIP4Clip/ECLIPSE); ``(h, w)`` for another shape; ``None`` keeps the native size.
-      sampling:  "uniform" (segment centres, the paper's default) or "random" (one random frame
-                 per segment; needs ``rng``, a numpy Generator or int seed).
+      sampling:  "uniform" (segment centres, the paper's default), "random" (one random frame
+                 per segment; needs ``rng``, a numpy Generator or int seed) or "released" (the
+                 authors' ``linspace(0, n - 1, T)``).
       backend:   "auto" (decord, falling back to PyAV if decord is missing or fails on this
                  file), "decord" or "pyav".
     Returns a :class:`VideoClip` with frames uint8 [T, H, W, 3].
@@ -129,19 +133,21 @@ def read_video(path: PathLike, num_frames: int, size: Union[int, Tuple[int, int]
 
 
 def resize_frames(frames: np.ndarray, size: Union[int, Tuple[int, int]]) -> np.ndarray:
-    """Squash uint8 frames [T, H, W, 3] to [T, h, w, 3] (bicubic, antialiased when shrinking).
+    """Squash uint8 frames [T, H, W, 3] to [T, h, w, 3] with PIL's bicubic filter.
 
-    ``size`` is an int (square) or ``(h, w)``. Frames already at that size are returned as is.
+    This is CLIP's own preprocessing filter (PIL bicubic, which widens its support and so
+    antialiases when shrinking); ECLIPSE squashes to 224 x 224 without cropping. ``size`` is an
+    int (square) or ``(h, w)``. Frames already at that size are returned as is.
     """
     h, w = (int(size), int(size)) if np.isscalar(size) else (int(size[0]), int(size[1]))
     if h <= 0 or w <= 0:
         raise ValueError(f"size must be positive, got {size}")
     if frames.shape[1] == h and frames.shape[2] == w:
         return frames
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
-    x = F.interpolate(x, size=(h, w), mode="bicubic", align_corners=False, antialias=True)
-    x = x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-    return np.ascontiguousarray(x.numpy())
+    out = np.empty((frames.shape[0], h, w, 3), dtype=np.uint8)
+    for i, frame in enumerate(frames):
+        out[i] = np.asarray(Image.fromarray(frame).resize((w, h), Image.BICUBIC))
+    return out
 
 
 def _read_decord(path: str, num_frames: int, sampling: str, rng: RngLike) -> VideoClip:
@@ -161,8 +167,6 @@ def _read_decord(path: str, num_frames: int, sampling: str, rng: RngLike) -> Vid
         try:
             batch = reader.get_batch(unique.tolist()).asnumpy()
             stamps = np.asarray(reader.get_frame_timestamp(unique.tolist()), dtype=np.float64)
-        except DecodeError:
-            raise
         except Exception as e:
             raise DecodeError(path, f"decord failed to decode frames ({_first_line(e)})") from e
     finally:
@@ -223,6 +227,7 @@ def _decode_frames(path: str, wanted: set) -> Tuple[dict, int]:
         with av.open(path) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
+            _discard_others(container, stream)
             start = stream.start_time or 0
             tb = stream.time_base
             for frame in container.decode(stream):
@@ -268,6 +273,9 @@ def read_audio(path: PathLike, sample_rate: int = 16000) -> Tuple[np.ndarray, in
         raise DecodeError(path, "no such file")
     if os.path.getsize(path) == 0:
         raise DecodeError(path, "empty file")
+    short = _truncated_riff(path)
+    if short:
+        raise DecodeError(path, short)
     try:
         container = av.open(path)
     except Exception as e:
@@ -277,18 +285,28 @@ def read_audio(path: PathLike, sample_rate: int = 16000) -> Tuple[np.ndarray, in
         if not container.streams.audio:
             return np.zeros(0, dtype=np.float32), int(sample_rate)
         stream = container.streams.audio[0]
+        _discard_others(container, stream)
+        # Trust a declared duration only where the format stores it exactly (mp4/mov sample
+        # tables, FLAC's STREAMINFO); FFmpeg estimates mp3/ogg durations from the bit rate.
+        exact = container.format.name.startswith("mov") or stream.codec_context.name == "flac"
         declared_s = (float(stream.duration * stream.time_base)
-                      if stream.duration is not None and stream.time_base else None)
-        # float planar output at the stream's own rate and layout: to_ndarray() is [C, n]
-        resampler = av.AudioResampler(format="fltp")
+                      if exact and stream.duration is not None and stream.time_base else None)
+        # float planar samples at the stream's own rate and layout, to_ndarray() = [C, n]: AAC,
+        # Opus, Vorbis and MP3 decode to it already; PCM and FLAC go through a resampler.
+        resampler = None
         native_rate = None
         try:
             for frame in container.decode(stream):
                 native_rate = native_rate or frame.sample_rate
+                if resampler is None and frame.format.name == "fltp":
+                    chunks.append(_planes(frame))
+                    continue
+                resampler = resampler or av.AudioResampler(format="fltp")
                 for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray())
-            for out in resampler.resample(None):
-                chunks.append(out.to_ndarray())
+                    chunks.append(_planes(out))
+            if resampler is not None:
+                for out in resampler.resample(None):
+                    chunks.append(_planes(out))
         except Exception as e:
             raise DecodeError(path, f"audio decoding failed ({_first_line(e)})") from e
     if not chunks:
@@ -296,11 +314,14 @@ def read_audio(path: PathLike, sample_rate: int = 16000) -> Tuple[np.ndarray, in
             raise DecodeError(path, f"audio stream declares {declared_s:.2f} s but no sample "
                                     f"decodes")
         return np.zeros(0, dtype=np.float32), int(sample_rate)
-    multi = np.concatenate(chunks, axis=1)  # [C, N]
-    if declared_s and multi.shape[1] / native_rate < declared_s * 0.95 - 0.1:
-        raise DecodeError(path, f"truncated or corrupt: decoded {multi.shape[1] / native_rate:.2f}"
+    channels = [np.concatenate([c[ch] for c in chunks]) for ch in range(len(chunks[0]))]
+    n_samples = len(channels[0])
+    if declared_s and n_samples / native_rate < declared_s * 0.95 - 0.1:
+        raise DecodeError(path, f"truncated or corrupt: decoded {n_samples / native_rate:.2f}"
                                 f" s of audio of the {declared_s:.2f} s its header declares")
-    mono = torch.from_numpy(multi.mean(axis=0, dtype=np.float32))
+    # down-mix: the mean over channels
+    mono = channels[0] if len(channels) == 1 else np.mean(channels, axis=0, dtype=np.float32)
+    mono = torch.from_numpy(mono)
     if native_rate != int(sample_rate):
         import torchaudio.functional as AF
 
@@ -309,6 +330,46 @@ def read_audio(path: PathLike, sample_rate: int = 16000) -> Tuple[np.ndarray, in
     if not np.isfinite(wave).all():
         raise DecodeError(path, "audio contains NaN or infinite samples")
     return wave, int(sample_rate)
+
+
+def _discard_others(container, keep) -> None:
+    """Let the demuxer skip the packets of every stream but ``keep`` (less I/O and copying)."""
+    for other in container.streams:
+        if other.index != keep.index:
+            other.discard = av.stream.Discard.all
+
+
+def _planes(frame) -> List[np.ndarray]:
+    """The channels of a float-planar audio frame, each float32 [n] (views, no copy; cheaper
+    than ``to_ndarray``, which stacks them)."""
+    n = frame.samples
+    return [np.frombuffer(plane, dtype=np.float32, count=n) for plane in frame.planes]
+
+
+def _truncated_riff(path: str) -> str:
+    """For a RIFF/WAVE file, a reason when its ``data`` chunk runs past the end of the file.
+
+    FFmpeg silently derives a wav's duration from the bytes present, so a cut-off download
+    would otherwise load as a shorter sound. Streamed wavs declare an unknown size (0 or
+    0xFFFFFFFF) and are accepted.
+    """
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return ""
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk = f.read(8)
+            cid, n = chunk[:4], int.from_bytes(chunk[4:8], "little")
+            if cid == b"data":
+                if n in (0, 0xFFFFFFFF) or pos + 8 + n <= size:
+                    return ""
+                return (f"truncated: its data chunk declares {n} bytes but the file ends "
+                        f"{pos + 8 + n - size} bytes short")
+            pos += 8 + n + (n & 1)
+    return "truncated or corrupt: no data chunk in the RIFF/WAVE file"
 
 
 # ---------------------------------------------------------------------------------- helpers

@@ -8,7 +8,9 @@ of them. The video is cut into ``T`` equal segments; the appendix ablation (Tabl
 * **random** sampling: one random frame inside every segment (a training-time augmentation).
 
 Both come as frame indices (for decoders) and as times in seconds (for streams that are not
-frame based). A video with fewer frames than requested repeats frames; :func:`first_occurrence`
+frame based). The authors' released loader (CLIP4Clip's ``slice_framepos=2``) instead takes
+``np.linspace(0, n - 1, T)`` rounded down, which includes the first and last frames; it is
+available as ``"released"`` for index sampling. A video with fewer frames than requested repeats frames; :func:`first_occurrence`
 gives the mask that marks the repeats so that pooling does not count a frame twice.
 """
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Union
 
 import numpy as np
 
-SAMPLINGS = ("uniform", "random")
+SAMPLINGS = ("uniform", "random", "released")
 
 RngLike = Union[np.random.Generator, int, None]
 
@@ -66,8 +68,15 @@ def random_indices(n_frames: int, num: int, rng: RngLike) -> np.ndarray:
     return gen.integers(lo, hi).astype(np.int64)
 
 
+def released_indices(n_frames: int, num: int) -> np.ndarray:
+    """The released code's frames: ``np.linspace(0, n_frames - 1, num, dtype=int)`` (int64 [num],
+    first and last frame included; repeats when ``n_frames < num``)."""
+    _check(n_frames, num, "frames")
+    return np.linspace(0, int(n_frames) - 1, int(num)).astype(np.int64)
+
+
 def uniform_times(duration: float, num: int) -> np.ndarray:
-    """Centre time (seconds) of each of ``num`` equal segments of ``[0, duration)``: float64 [num]."""
+    """Centre time (s) of each of ``num`` equal segments of ``[0, duration)``: float64 [num]."""
     _check(1, num, "times")
     if not duration > 0:
         raise ValueError(f"duration must be positive, got {duration}")
@@ -86,22 +95,26 @@ def random_times(duration: float, num: int, rng: RngLike) -> np.ndarray:
 
 def sample_indices(n_frames: int, num: int, sampling: str = "uniform",
                    rng: RngLike = None) -> np.ndarray:
-    """Frame indices [num] by name: ``"uniform"`` (segment centres) or ``"random"``."""
+    """Frame indices [num] by name: ``"uniform"`` (segment centres), ``"random"`` (one per
+    segment, needs ``rng``) or ``"released"`` (the authors' linspace)."""
     if sampling == "uniform":
         return uniform_indices(n_frames, num)
     if sampling == "random":
         return random_indices(n_frames, num, rng)
+    if sampling == "released":
+        return released_indices(n_frames, num)
     raise ValueError(f"sampling={sampling!r} is not one of {SAMPLINGS}")
 
 
 def sample_times(duration: float, num: int, sampling: str = "uniform",
                  rng: RngLike = None) -> np.ndarray:
-    """Times in seconds [num] by name, the time-axis twin of :func:`sample_indices`."""
+    """Times in seconds [num] by name: ``"uniform"`` or ``"random"``, the time-axis twins of
+    :func:`sample_indices` (the released linspace is defined on frame indices only)."""
     if sampling == "uniform":
         return uniform_times(duration, num)
     if sampling == "random":
         return random_times(duration, num, rng)
-    raise ValueError(f"sampling={sampling!r} is not one of {SAMPLINGS}")
+    raise ValueError(f"sampling={sampling!r} is not one of ('uniform', 'random') for times")
 
 
 def first_occurrence(indices: np.ndarray) -> np.ndarray:
@@ -134,5 +147,6 @@ def as_rng(rng: RngLike) -> np.random.Generator:
                      "is reproducible")
 
 
-__all__ = ["SAMPLINGS", "uniform_indices", "random_indices", "uniform_times", "random_times",
+__all__ = ["SAMPLINGS", "uniform_indices", "random_indices", "released_indices",
+           "uniform_times", "random_times",
            "sample_indices", "sample_times", "first_occurrence", "frame_times", "as_rng"]

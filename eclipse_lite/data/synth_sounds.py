@@ -46,7 +46,8 @@ SOUND_PHRASES: Dict[str, Tuple[str, str]] = {
     "horn": ("a horn honks", "a horn"), "ticking": ("a clock ticks", "a ticking clock"),
     "knocking": ("someone knocks", "knocking"), "buzzer": ("a buzzer buzzes", "a buzzer"),
 }
-TARGET_RMS = 0.1  # every event is rendered at this loudness before its gain
+TARGET_RMS = 0.1  # every event is rendered at this loudness before its gain ...
+PEAK_LIMIT = 0.8  # ... with peaks above this soft-clipped
 
 
 def recordings_dir() -> str:
@@ -189,11 +190,11 @@ def _synth(name: str, rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
             g = np.sign(_tone(f0, m, sr)) + np.sign(_tone(f0 * 1.26, m, sr))
             _place(y, 0.4 * g * np.minimum(1, np.minimum(np.arange(m), m - np.arange(m)) / (0.02 * sr)).astype(np.float32), at)
     elif name == "ticking":
-        period = rng.uniform(0.4, 0.6)
-        m = int(0.02 * sr)
+        period, f0 = rng.uniform(0.4, 0.6), rng.uniform(1800, 3000)
+        m = int(0.04 * sr)
         for i, at in enumerate(_onsets(rng, n, sr, (period, period * 1.001))):
-            click = rng.standard_normal(m).astype(np.float32) * _env(m, 1, 0.003 * sr)
-            _place(y, lfilter([1, -1], [1], click).astype(np.float32) * (1.0 if i % 2 else 0.7), at)
+            click = (_tone(f0 * (1.0 if i % 2 else 0.8), m, sr) + 0.5 * rng.standard_normal(m).astype(np.float32))
+            _place(y, click * _env(m, 1, 0.008 * sr), at)
     elif name == "knocking":
         m = int(0.12 * sr)
         knock = (_tone(rng.uniform(150, 260), m, sr) + 0.5 * rng.standard_normal(m).astype(np.float32)) * _env(m, 5, 0.025 * sr)
@@ -229,7 +230,8 @@ def _recorded(name: str, rng: np.random.Generator, n: int, sr: int) -> np.ndarra
 
 
 def render_sound(name: str, rng: np.random.Generator, n: int, sample_rate: int = 16000) -> np.ndarray:
-    """``n`` samples of class ``name`` active throughout, float32 [n], RMS ``TARGET_RMS``.
+    """``n`` samples of class ``name`` active throughout, float32 [n], RMS ``TARGET_RMS``; peaks
+    above ``PEAK_LIMIT`` are soft-clipped (``tanh``), which keeps sparse clicks audible.
 
     A 20 ms fade in and out avoids clicks at the event's edges.
     """
@@ -240,6 +242,8 @@ def render_sound(name: str, rng: np.random.Generator, n: int, sample_rate: int =
     else:
         raise ValueError(f"unknown sound class {name!r}; known: {SOUND_CLASSES}")
     y = rms_normalise(y)
+    if n and float(np.abs(y).max()) > PEAK_LIMIT:  # clicky classes (ticking, clapping): soft-clip
+        y = (PEAK_LIMIT * np.tanh(y / PEAK_LIMIT)).astype(np.float32)
     fade = min(int(0.02 * sample_rate), n // 2)
     if fade > 0:
         ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)
@@ -251,10 +255,13 @@ def render_sound(name: str, rng: np.random.Generator, n: int, sample_rate: int =
 def ambient_bed(rng: np.random.Generator, n: int, sample_rate: int = 16000) -> np.ndarray:
     """The uncaptioned background of a video: 1/f^a noise (a in 0.5..2) with a slow swell and a
     faint mains-like hum, float32 [n] at RMS 0.02-0.04 (about 8-14 dB under an event)."""
-    spec = np.fft.rfft(rng.standard_normal(n))
-    freqs = np.fft.rfftfreq(n, 1.0 / sample_rate)
+    from scipy.fft import irfft, next_fast_len, rfft
+
+    m = next_fast_len(n, real=True)  # an FFT-friendly length (a prime n would take seconds)
+    spec = rfft(rng.standard_normal(m))
+    freqs = np.fft.rfftfreq(m, 1.0 / sample_rate)
     spec *= 1.0 / np.maximum(freqs, 20.0) ** (rng.uniform(0.5, 2.0) / 2)
-    noise = np.fft.irfft(spec, n).astype(np.float32)
+    noise = irfft(spec, m)[:n].astype(np.float32)
     t = np.arange(n) / sample_rate
     noise *= (1 + 0.4 * np.sin(2 * np.pi * rng.uniform(0.02, 0.1) * t + rng.uniform(0, 6.3))).astype(np.float32)
     hum = 0.15 * _tone(rng.choice([50.0, 60.0]), n, sample_rate) * rng.uniform(0, 1)

@@ -21,7 +21,7 @@ import numpy as np
 
 __all__ = [
     "COLOURS", "SHAPES", "PHOTOS", "VISUAL_CLASSES", "BACKGROUNDS", "REGIONS", "SLIDES",
-    "MOTIONS", "Box", "box_at", "box_region", "place_box", "slide_boxes", "background_image",
+    "MOTIONS", "Box", "box_at", "place_box", "slide_boxes", "background_image",
     "render_frame", "sprite",
 ]
 
@@ -38,7 +38,7 @@ PHOTOS: Dict[str, Tuple[str, Optional[Tuple[int, int, int, int]]]] = {
     "astronaut picture": ("astronaut", (0, 300, 100, 400)),
     "coffee cup picture": ("coffee", (30, 400, 80, 450)),
     "rocket picture": ("rocket", (60, 427, 130, 497)),
-    "motorcycle picture": ("stereo_motorcycle", (0, 500, 120, 620)),
+    "retina picture": ("retina", (100, 1311, 100, 1311)),
     "cameraman picture": ("camera", (30, 330, 130, 430)),
     "coins picture": ("coins", (0, 303, 0, 303)),
     "horse silhouette": ("horse", None),
@@ -51,8 +51,8 @@ BACKGROUNDS: Dict[str, Tuple[str, Tuple[float, float, float]]] = {
     "grass": ("grass", (0.55, 1.0, 0.45)),
     "gravel": ("gravel", (0.85, 0.85, 0.85)),
     "night sky": ("hubble_deep_field", (1.0, 1.0, 1.0)),
-    "text page": ("page", (0.9, 0.9, 0.75)),
-    "moon surface": ("moon", (0.8, 0.8, 0.9)),
+    "text page": ("text", (0.9, 0.9, 0.75)),
+    "stained tissue": ("immunohistochemistry", (0.9, 0.9, 0.9)),
     "blue sky": ("gradient:70,130,230:190,220,250", (1.0, 1.0, 1.0)),
     "sunset": ("gradient:250,150,60:90,40,110", (1.0, 1.0, 1.0)),
 }
@@ -105,15 +105,6 @@ def box_at(event: Mapping, t: float) -> Optional[Box]:
         raise ValueError(f"event has unknown motion {motion!r}; known: {MOTIONS}")
     return (min(max(x0, 0.0), 1.0), min(max(y0, 0.0), 1.0),
             min(max(x1, 0.0), 1.0), min(max(y1, 0.0), 1.0))
-
-
-def box_region(box: Sequence[float]) -> str:
-    """The region name (``REGIONS``) whose centre range is nearest the box centre."""
-    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-    def dist(r):
-        (xa, xb), (ya, yb) = REGIONS[r]
-        return (cx - (xa + xb) / 2) ** 2 + (cy - (ya + yb) / 2) ** 2
-    return min(REGIONS, key=dist)
 
 
 def _box(cx: float, cy: float, side: float) -> Box:
@@ -179,8 +170,6 @@ def _load_skimage(name: str) -> np.ndarray:
     import skimage.data
 
     img = getattr(skimage.data, name)()
-    if isinstance(img, tuple):  # stereo_motorcycle -> (left, right, disparity)
-        img = img[0]
     if img.dtype == bool:
         img = img.astype(np.uint8) * 255
     return img

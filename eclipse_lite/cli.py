@@ -1,0 +1,234 @@
+"""The ``eclipse-lite`` command.
+
+    eclipse-lite make-data --preset tiny                 # the bundled benchmark → data/generated/tiny
+    eclipse-lite pretrain  --preset tiny                 # tiny CLIP + audio encoder (cached)
+    eclipse-lite train     --preset tiny --set fusion=eclipse --set epochs=12 --out runs/eclipse
+    eclipse-lite eval      --checkpoint runs/eclipse/best --preset tiny
+    eclipse-lite ablate    --preset tiny --seeds 3 --out runs/ablate
+    eclipse-lite bench     --preset base                 # FLOPs / memory / speed (eclipse_lite.bench)
+    eclipse-lite saliency  --checkpoint runs/eclipse/best   # sound-localisation maps and scores
+    eclipse-lite report    --run runs/demo               # re-write report.md from results.json
+    eclipse-lite demo      --out runs/demo               # the main job (make demo)
+
+``--set key=value`` sets any ModelConfig or TrainConfig field. Multi-GPU:
+``torchrun --nproc_per_node N -m eclipse_lite.cli train ...``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from .config import PRESETS, ModelConfig
+
+
+class CommandError(Exception):
+    """An error with a message a person can act on (printed without a traceback)."""
+
+
+def _common(p: argparse.ArgumentParser, out_default: str) -> None:
+    p.add_argument("--preset", default="tiny",
+                   help=f"model/data size: {', '.join(PRESETS)} (default tiny)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a ModelConfig or TrainConfig field (repeatable)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--out", default=out_default, help=f"output folder (default {out_default})")
+
+
+def _data_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default=None,
+                   help="benchmark folder with train/val/test.jsonl (default data/generated/PRESET)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eclipse-lite", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("make-data", help="generate the bundled audiovisual benchmark")
+    p.add_argument("--preset", "--size", dest="preset", default="tiny",
+                   help="benchmark size: ci, tiny, small, large (default tiny)")
+    p.add_argument("--out", default=None, help="default data/generated/SIZE")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--force", action="store_true", help="replace an existing different benchmark")
+
+    p = sub.add_parser("pretrain", help="pretrain the tiny CLIP and the audio encoder (cached)")
+    _common(p, "data/generated")
+    _data_arg(p)
+    p.add_argument("--force", action="store_true", help="retrain even when cached")
+
+    p = sub.add_parser("train", help="fine-tune one model and evaluate it on the test split")
+    _common(p, "runs/train")
+    _data_arg(p)
+    p.add_argument("--clip", default=None,
+                   help="base preset: CLIP weights (hub id or save_pretrained dir) to start from")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last")
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint on a split")
+    _common(p, "runs/eval")
+    _data_arg(p)
+    p.add_argument("--checkpoint", required=True, help="a folder with model.safetensors (+ config.json)")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+
+    p = sub.add_parser("ablate", help="the paper's ablation grid at small scale")
+    _common(p, "runs/ablate")
+    _data_arg(p)
+    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--groups", default=None,
+                   help="comma-separated subset of: fusion,blocks,frames,window,sampling,modalities")
+
+    sub.add_parser("bench", help="FLOPs, memory and throughput (see python -m eclipse_lite.bench -h)",
+                   add_help=False)
+    sub.add_parser("saliency", help="sound-localisation maps (see python -m eclipse_lite.saliency -h)",
+                   add_help=False)
+
+    p = sub.add_parser("report", help="re-write report.md and plots from a run's results.json")
+    p.add_argument("--run", default="runs/demo")
+
+    p = sub.add_parser("demo", help="the main job: data, pretraining, 3 models, report")
+    _common(p, "runs/demo")
+    _data_arg(p)
+    p.add_argument("--seeds", type=int, default=1, help="fine-tune each model with this many seeds")
+    return parser
+
+
+# ------------------------------------------------------------------ helpers
+def _configs(args):
+    from .overrides import parse_sets
+    from .train import TrainConfig
+    if args.preset not in PRESETS:
+        raise CommandError(f"unknown preset {args.preset!r}; known presets: {', '.join(PRESETS)}")
+    try:
+        model_over, train_over = parse_sets(args.sets, ModelConfig, TrainConfig)
+        cfg = ModelConfig.preset(args.preset, **model_over)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    if args.device != "auto":
+        train_over["device"] = args.device
+    return cfg, train_over
+
+
+def _data_dir(args) -> Path:
+    from .pipeline import default_data_dir
+    return Path(args.data) if args.data else default_data_dir(args.preset)
+
+
+def _towers(cfg: ModelConfig, data_dir: Path, force: bool = False):
+    from .pipeline import pretrain_config_for
+    from .pretrain import pretrained_towers
+    return pretrained_towers(cfg, data_dir / "pretrained", pretrain_config_for(cfg.name), force=force)
+
+
+# ------------------------------------------------------------------ commands
+def cmd_make_data(args) -> None:
+    from .data import synth
+    out = Path(args.out) if args.out else Path("data") / "generated" / args.preset
+    if args.preset not in synth.SIZES:
+        raise CommandError(f"unknown benchmark size {args.preset!r}; known: {', '.join(synth.SIZES)}")
+    synth.make_benchmark(out, size=args.preset, seed=args.seed, workers=args.workers,
+                         overwrite=args.force)
+    print(f"benchmark written to {out}")
+
+
+def cmd_pretrain(args) -> None:
+    cfg, _ = _configs(args)
+    if cfg.name == "base":
+        raise CommandError("the base preset starts from CLIP's weights and a VGGSound audio encoder; "
+                           "pretraining here is for ci/tiny")
+    _, _, info = _towers(cfg, _data_dir(args), force=args.force)
+    print(json.dumps({k: v for k, v in info.items() if not k.endswith("_losses")}, indent=2))
+
+
+def cmd_train(args) -> None:
+    from .pipeline import check_data_dir, demo_train_config, finetune_and_test, load_clips
+    from .train import write_results
+    cfg, train_over = _configs(args)
+    data_dir = _data_dir(args)
+    check_data_dir(data_dir, args.preset)
+    if cfg.name == "base":
+        raise CommandError("the base preset trains on real datasets with precomputed audio features; "
+                           "see README 'Real data' (from_clip + RetrievalDataset + FeatureCache)")
+    clip_state, encoder, _ = _towers(cfg, data_dir)
+    clips = load_clips(data_dir, cfg, encoder)
+    tc = demo_train_config(args.preset, **train_over)
+    res = finetune_and_test(cfg.fusion, cfg, clips, clip_state, tc, Path(args.out), tc.seed,
+                            resume=args.resume)
+    write_results(Path(args.out) / "results.json", {"t2v": res["t2v"], "v2t": res["v2t"]},
+                  model_config=cfg, train_config=tc, seed=tc.seed)
+    print(f"test T2V {json.dumps(res['t2v'])}\ntest V2T {json.dumps(res['v2t'])}")
+
+
+def cmd_eval(args) -> None:
+    from .model import ECLIPSE
+    from .pipeline import load_clips
+    from .train import evaluate, write_results
+    ckpt = Path(args.checkpoint)
+    if not (ckpt / "model.safetensors").exists():
+        raise CommandError(f"{ckpt} has no model.safetensors: pass a folder written by training "
+                           "(e.g. runs/train/best)")
+    if (ckpt / "config.json").exists():
+        model = ECLIPSE.from_pretrained(ckpt)
+    else:
+        from .checkpoints import read_state_dict
+        cfg, _ = _configs(args)
+        model = ECLIPSE(cfg)
+        model.load_state_dict(read_state_dict(ckpt / "model.safetensors"))
+    cfg = model.config
+    data_dir = _data_dir(args)
+    _, encoder, _ = _towers(cfg, data_dir)
+    clips = load_clips(data_dir, cfg, encoder)
+    metrics = evaluate(model, clips[args.split], batch_size=64)
+    write_results(Path(args.out) / "results.json", {"t2v": metrics["t2v"], "v2t": metrics["v2t"]},
+                  model_config=cfg, seed=None)
+    print(f"{args.split} T2V {json.dumps(metrics['t2v'])}\n{args.split} V2T {json.dumps(metrics['v2t'])}")
+
+
+def cmd_ablate(args) -> None:
+    from .ablate import run_ablation
+    cfg, train_over = _configs(args)
+    groups = args.groups.split(",") if args.groups else None
+    run_ablation(Path(args.out), cfg, data_dir=Path(args.data) if args.data else None,
+                 seeds=range(args.seeds), groups=groups, train_overrides=train_over)
+
+
+def cmd_report(args) -> None:
+    from .pipeline import rewrite_report
+    rewrite_report(Path(args.run))
+
+
+def cmd_demo(args) -> None:
+    from .pipeline import run_demo
+    _, train_over = _configs(args)
+    run_demo(Path(args.out), preset=args.preset, seeds=range(args.seeds),
+             data_dir=Path(args.data) if args.data else None, train_overrides=train_over)
+    print(f"report: {Path(args.out) / 'report.md'}")
+
+
+COMMANDS = {"make-data": cmd_make_data, "pretrain": cmd_pretrain, "train": cmd_train, "eval": cmd_eval,
+            "ablate": cmd_ablate, "report": cmd_report, "demo": cmd_demo}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("bench", "saliency"):  # their own argument parsers
+        import importlib
+        importlib.import_module(f"eclipse_lite.{argv[0]}").main(argv[1:])
+        return 0
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        COMMANDS[args.command](args)
+    except (CommandError, FileNotFoundError) as exc:
+        print(f"eclipse-lite {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""Data-loading throughput: clips per second for decode + T frames + per-frame audio windows.
+
+    python -m eclipse_lite.data.bench --videos DIR --frames 32 --workers 2
+    python -m eclipse_lite.data.bench --manifest data/generated/tiny/test.jsonl --frames 32
+    python -m eclipse_lite.data.bench --make 20 --duration 90 --frames 32 --workers 2
+
+``--make N`` first writes N test videos (``--duration`` s, ``--size`` px, ``--fps``, H.264 +
+AAC, moving shapes and tones; seeded, written once into ``--out``) and measures on them. The
+measurement runs :class:`~eclipse_lite.data.datasets.RetrievalDataset` (uniform frames squashed
+to ``--image-size``, CLIP normalisation, audio decoded, resampled and cut into ``--window`` s
+windows) through a ``DataLoader`` with ``--workers`` processes, for ``--epochs`` passes, and
+prints clips/s overall and steady (once every worker has delivered its first batch), and
+the CPU time per clip (workers included), which bounds the throughput on idle cores even when
+the machine is shared. Not a test: the figures depend on the machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from fractions import Fraction
+from typing import List, Optional
+
+import numpy as np
+
+from .datasets import Item, RetrievalDataset, collate, read_jsonl_manifest
+from .datasets import VIDEO_EXTENSIONS
+
+
+def write_bench_video(path: str, duration_s: float = 90.0, fps: int = 4, size: int = 128,
+                      sample_rate: int = 16000, seed: int = 0) -> str:
+    """One benchmark video: coloured squares drifting over a gradient, and a tone that changes
+    pitch every few seconds over faint noise; H.264 (veryfast) + AAC mono in mp4."""
+    import av
+
+    rng = np.random.default_rng(seed)
+    n_frames = int(round(duration_s * fps))
+    yy, xx = np.mgrid[0:size, 0:size]
+    background = np.stack([xx * 255 // size, yy * 255 // size,
+                           np.full_like(xx, int(rng.integers(0, 256)))], -1).astype(np.uint8)
+    shapes = [(rng.integers(0, 256, 3), rng.uniform(0, size, 2), rng.uniform(-3, 3, 2),
+               int(rng.integers(size // 10, size // 4))) for _ in range(3)]
+    tmp = path + ".part"
+    with av.open(tmp, "w", format="mp4") as out:
+        vs = out.add_stream("libx264", rate=fps)
+        vs.width = vs.height = size
+        vs.pix_fmt = "yuv420p"
+        vs.options = {"preset": "veryfast"}
+        vs.codec_context.gop_size = 10 * fps  # a keyframe every 10 s, as the bundled benchmark
+        ast = out.add_stream("aac", rate=sample_rate)
+        ast.layout = "mono"
+        for i in range(n_frames):
+            img = background.copy()
+            for colour, pos, vel, side in shapes:
+                x, y = ((pos + vel * i) % (size - side)).astype(int)
+                img[y:y + side, x:x + side] = colour
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, fps)
+            for packet in vs.encode(frame):
+                out.mux(packet)
+        for packet in vs.encode():
+            out.mux(packet)
+        n = int(round(duration_s * sample_rate))
+        t = np.arange(n) / sample_rate
+        pitch = rng.uniform(200, 1200, int(duration_s // 3) + 1)[(t // 3).astype(int)]
+        wave = (0.3 * np.sin(2 * np.pi * pitch * t) + 0.02 * rng.standard_normal(n))
+        wave = wave.astype(np.float32)[None]
+        step = ast.codec_context.frame_size or 1024
+        resampler = av.AudioResampler(format=ast.codec_context.format.name, layout="mono",
+                                      rate=sample_rate)
+        for start in range(0, n, step):
+            chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, start:start + step]),
+                                               format="fltp", layout="mono")
+            chunk.sample_rate, chunk.pts = sample_rate, start
+            for f in resampler.resample(chunk):
+                for packet in ast.encode(f):
+                    out.mux(packet)
+        for packet in ast.encode():
+            out.mux(packet)
+    os.replace(tmp, path)
+    return path
+
+
+def make_bench_videos(out_dir: str, n: int = 20, duration_s: float = 90.0, fps: int = 4,
+                      size: int = 128, sample_rate: int = 16000, workers: int = 2,
+                      seed: int = 0) -> List[str]:
+    """Write ``n`` benchmark videos into ``out_dir`` (kept when already there)."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = [os.path.join(out_dir, f"bench_{i:03d}_{int(duration_s)}s_{size}px_{fps}fps.mp4")
+             for i in range(n)]
+    todo = [(p, i) for i, p in enumerate(paths) if not os.path.exists(p)]
+    with ProcessPoolExecutor(max(1, int(workers))) as pool:
+        list(pool.map(_write_one, [(p, duration_s, fps, size, sample_rate, seed * 1000 + i)
+                                   for p, i in todo]))
+    return paths
+
+
+def _write_one(args) -> str:
+    path, duration_s, fps, size, sample_rate, seed = args
+    return write_bench_video(path, duration_s, fps, size, sample_rate, seed)
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process plus its finished children (the DataLoader workers)."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def items_from_dir(video_dir: str) -> List[Item]:
+    """One item per video file in ``video_dir`` (captions are the file names)."""
+    names = sorted(f for f in os.listdir(video_dir)
+                   if os.path.splitext(f)[1].lower() in VIDEO_EXTENSIONS)
+    if not names:
+        raise FileNotFoundError(f"no video files in {video_dir}")
+    return [Item(os.path.splitext(f)[0], os.path.join(video_dir, f), [f"video {f}"])
+            for f in names]
+
+
+def run(items: List[Item], frames: int = 32, workers: int = 2, batch_size: int = 4,
+        image_size: int = 224, window_s: float = 10.0, sample_rate: int = 16000,
+        backend: str = "auto", epochs: int = 2, max_clips: Optional[int] = None) -> dict:
+    """Load ``items`` through a DataLoader and time it. Returns the measured figures."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    if max_clips:
+        items = items[:max_clips]
+    ds = RetrievalDataset(items, num_frames=frames, image_size=image_size,
+                          sample_rate=sample_rate, audio_window_s=window_s, backend=backend)
+    loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate)
+    torch.set_num_threads(1)
+    cpu_start = _cpu_seconds()
+    # "steady" excludes the start: until every worker has delivered its first batch, the
+    # clock also counts process start-up and the time to fill one batch per worker.
+    warm_batches = max(1, workers)
+    clips = skipped = batches = 0
+    warm_at, warm_clips = None, 0
+    start = time.perf_counter()
+    for _ in range(epochs):
+        for batch in loader:
+            batches += 1
+            if batch is not None:
+                clips += batch["frames"].shape[0]
+                skipped += batch["num_skipped"]
+            if batches == warm_batches:
+                warm_at, warm_clips = time.perf_counter(), clips
+    end = time.perf_counter()
+    del loader  # joins the workers, so that their CPU time is counted
+    cpu = _cpu_seconds() - cpu_start
+    elapsed = end - start
+    steady = None
+    if warm_at is not None and clips > warm_clips and end > warm_at:
+        steady = round((clips - warm_clips) / (end - warm_at), 2)
+    return {"clips": clips, "skipped": skipped, "seconds": round(elapsed, 2),
+            "clips_per_s": round(clips / elapsed, 2), "clips_per_s_steady": steady,
+            "cpu_s_per_clip": round(cpu / clips, 4) if clips else None,
+            "frames": frames, "workers": workers, "batch_size": batch_size,
+            "image_size": image_size, "window_s": window_s, "backend": backend,
+            "cpus": os.cpu_count()}
+
+
+def main(argv: Optional[List[str]] = None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m eclipse_lite.data.bench",
+                                description=__doc__.split("\n\n")[0])
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--videos", help="folder of video files")
+    src.add_argument("--manifest", help="a JSONL manifest (generic format)")
+    src.add_argument("--make", type=int, metavar="N", help="write N test videos, then measure")
+    p.add_argument("--out", default="data/generated/bench", help="where --make writes")
+    p.add_argument("--duration", type=float, default=90.0, help="--make: seconds per video")
+    p.add_argument("--fps", type=int, default=4, help="--make: frame rate")
+    p.add_argument("--size", type=int, default=128, help="--make: frame size (px)")
+    p.add_argument("--frames", type=int, default=32, help="frames per clip (T)")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--image-size", type=int, default=224, help="frames are squashed to this")
+    p.add_argument("--window", type=float, default=10.0, help="audio window per frame (s)")
+    p.add_argument("--sample-rate", type=int, default=16000)
+    p.add_argument("--backend", default="auto", choices=["auto", "decord", "pyav"])
+    p.add_argument("--epochs", type=int, default=2, help="passes over the clips")
+    p.add_argument("--max-clips", type=int, default=None)
+    p.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    args = p.parse_args(argv)
+
+    if args.make:
+        t0 = time.perf_counter()
+        make_bench_videos(args.out, args.make, args.duration, args.fps, args.size,
+                          args.sample_rate, workers=max(1, args.workers))
+        print(f"videos ready in {args.out} ({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
+        items = items_from_dir(args.out)[: args.make]
+    elif args.videos:
+        items = items_from_dir(args.videos)
+    else:
+        items = read_jsonl_manifest(args.manifest)
+    result = run(items, frames=args.frames, workers=args.workers, batch_size=args.batch_size,
+                 image_size=args.image_size, window_s=args.window, sample_rate=args.sample_rate,
+                 backend=args.backend, epochs=args.epochs, max_clips=args.max_clips)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{result['clips']} clips in {result['seconds']} s: {result['clips_per_s']} clips/s "
+              f"({result['clips_per_s_steady']} clips/s once every worker has delivered a "
+              f"batch); {result['cpu_s_per_clip'] * 1000:.0f} ms of CPU per clip, i.e. at most "
+              f"{os.cpu_count() / result['cpu_s_per_clip']:.1f} clips/s on {os.cpu_count()} idle "
+              f"cores; T={args.frames}, {args.image_size} px, {args.window} s audio windows, "
+              f"{args.workers} workers, backend={args.backend}, {result['skipped']} skipped")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,405 @@
+"""Per-frame features computed once and kept on disk.
+
+The paper precomputes its audio embeddings: a frozen VGGSound ResNet-18 turns the 10 s window
+around each of the 32 frames into a 512-d vector (Sec. 4, "Implementation Details"). For an
+ActivityNet-scale run (~15k videos x 32 frames) decoding and encoding that audio every epoch
+would dominate the cost, so :class:`FeatureCache` stores, per video, one safetensors file with
+
+  "audio"       float32 [T, A]  audio embedding of each frame's window (zero where no audio),
+  "audio_mask"  float32 [T]     1 where the window overlaps real audio,
+  "frame_times" float32 [T]     the frames' times (s), to check alignment with decoded frames,
+  "frame_mask"  float32 [T]     0 on repeated frames,
+  "image"       float32 [T, D]  optional per-frame image features (frozen-backbone runs).
+
+Each file carries its key in the safetensors metadata: the video's absolute path, size and
+modification time, and the :class:`CacheSettings` (frames, sampling, audio window, sample rate,
+encoder name and a hash of its weights). :meth:`FeatureCache.get` recomputes the key and refuses
+a stale entry (:class:`StaleCacheError`); :meth:`FeatureCache.build` recomputes exactly the
+stale and missing ones. Files are written atomically (temporary file, fsync, ``os.replace``):
+a crash mid-write never leaves a partial file where a reader looks.
+"""
+from __future__ import annotations
+
+import dataclasses
+import glob
+import hashlib
+import json
+import os
+import re
+import uuid
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save as save_bytes
+from torch.utils.data import DataLoader, Dataset
+
+from ..config import CLIP_MEAN, CLIP_STD, ModelConfig
+from .io import DecodeError, read_audio, read_video
+
+CACHE_FORMAT = 1
+_SETTINGS_FILE = "settings.json"
+_TMP_PATTERN = ".*.tmp"
+
+
+class StaleCacheError(RuntimeError):
+    """A cache entry was computed for another video file or other settings: rebuild it."""
+
+
+class MissingFeaturesError(KeyError):
+    """A video has no cache entry (it did not decode when the cache was built, or was never
+    built). Datasets skip such items; a ``KeyError`` for other callers."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """Everything that changes the cached numbers (part of every entry's key).
+
+    num_frames, sampling: which frames (only "uniform": random frames differ every epoch).
+    sample_rate, window_s, placement: the audio window around each frame
+      (``eclipse_lite.audio.audio_windows``).
+    encoder, encoder_hash: the audio encoder's name and :func:`weights_hash` of its weights.
+    image_size, image_encoder, image_encoder_hash: the same for optional image features.
+    """
+
+    num_frames: int
+    sampling: str = "uniform"
+    sample_rate: int = 16000
+    window_s: float = 10.0
+    placement: str = "centred"
+    encoder: str = ""
+    encoder_hash: str = ""
+    image_size: Optional[int] = None
+    image_encoder: str = ""
+    image_encoder_hash: str = ""
+
+    def __post_init__(self) -> None:
+        if int(self.num_frames) <= 0:
+            raise ValueError(f"CacheSettings.num_frames must be positive, got {self.num_frames}")
+        if self.sampling != "uniform":
+            raise ValueError(f"CacheSettings.sampling={self.sampling!r}: only 'uniform' frames "
+                             f"can be cached (random frames change every epoch)")
+        if int(self.sample_rate) <= 0 or not float(self.window_s) > 0:
+            raise ValueError(f"CacheSettings needs a positive sample_rate and window_s, got "
+                             f"{self.sample_rate}, {self.window_s}")
+        if not self.encoder:
+            raise ValueError("CacheSettings.encoder must name the audio encoder")
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig, audio_encoder: torch.nn.Module,
+                    **kw: Any) -> "CacheSettings":
+        """Settings for a preset: frames, rate and window from ``cfg``; the encoder is named by
+        ``cfg.audio_encoder`` and hashed from ``audio_encoder``'s weights."""
+        args = dict(num_frames=cfg.num_frames, sample_rate=cfg.sample_rate,
+                    window_s=cfg.audio_window_s, encoder=cfg.audio_encoder,
+                    encoder_hash=weights_hash(audio_encoder))
+        args.update(kw)
+        return cls(**args)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def weights_hash(module: Union[torch.nn.Module, Mapping[str, torch.Tensor]]) -> str:
+    """SHA-256 (hex, 16 chars) of a module's state dict: names, dtypes, shapes and values."""
+    state = module.state_dict() if isinstance(module, torch.nn.Module) else module
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def _as_settings(settings: Union[CacheSettings, Mapping[str, Any]]) -> CacheSettings:
+    if isinstance(settings, CacheSettings):
+        return settings
+    known = {f.name for f in dataclasses.fields(CacheSettings)}
+    unknown = set(settings) - known
+    if unknown:
+        raise ValueError(f"unknown cache setting(s) {sorted(unknown)}; known: {sorted(known)}")
+    return CacheSettings(**settings)
+
+
+def _video_stat(path: str) -> Dict[str, Any]:
+    st = os.stat(path)
+    return {"video_path": os.path.abspath(path), "size": int(st.st_size),
+            "mtime_ns": int(st.st_mtime_ns)}
+
+
+def _entry_key(stat: Mapping[str, Any], settings: CacheSettings) -> str:
+    blob = json.dumps({"format": CACHE_FORMAT, "video": dict(stat),
+                       "settings": settings.to_dict()}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _metadata(data: bytes) -> Dict[str, str]:
+    """The ``__metadata__`` of a safetensors file held in memory (8-byte little-endian header
+    length, then the JSON header)."""
+    try:
+        n = int.from_bytes(data[:8], "little")
+        return json.loads(data[8:8 + n]).get("__metadata__") or {}
+    except (ValueError, UnicodeDecodeError):
+        return {}
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one:
+    a hidden temporary file in the same folder, flushed and fsynced, then ``os.replace``."""
+    folder, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+class FeatureCache:
+    """Per-video, per-frame features in ``root`` (one ``<video_id>-<hash>.safetensors`` each).
+
+    ``settings``: the :class:`CacheSettings` (or dict) this cache must hold; by default those of
+    the last :meth:`build` in ``root``. ::
+
+        cache = FeatureCache("runs/cache/anet")
+        settings = CacheSettings.from_config(cfg, encoder)
+        cache.build(items, lambda w, m: encode_windows(encoder, w[None], m[None])[0], settings)
+        ds = RetrievalDataset.from_config(items, cfg, audio_features=cache)
+    """
+
+    def __init__(self, root: str, settings: Union[CacheSettings, Mapping[str, Any], None] = None):
+        self.root = os.path.abspath(os.fspath(root))
+        os.makedirs(self.root, exist_ok=True)
+        self.settings: Optional[CacheSettings] = None
+        if settings is not None:
+            self.settings = _as_settings(settings)
+        elif os.path.exists(os.path.join(self.root, _SETTINGS_FILE)):
+            with open(os.path.join(self.root, _SETTINGS_FILE), encoding="utf-8") as f:
+                self.settings = _as_settings(json.load(f)["settings"])
+        self.failed: List[Tuple[str, str]] = []
+
+    # ---------------------------------------------------------------- paths and keys
+    def path_for(self, video_id: str) -> str:
+        """The file of ``video_id``: a readable, filesystem-safe name plus a hash of the id."""
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", video_id)[:80].lstrip(".") or "video"
+        digest = hashlib.sha1(video_id.encode("utf-8")).hexdigest()[:10]
+        return os.path.join(self.root, f"{safe}-{digest}.safetensors")
+
+    def _stored_key(self, path: str) -> Optional[Dict[str, str]]:
+        try:
+            with safe_open(path, framework="pt") as f:
+                return f.metadata() or {}
+        except Exception:  # unreadable file: treat as absent, build() rewrites it
+            return None
+
+    def is_fresh(self, video_id: str, video_path: str) -> bool:
+        """True when ``video_id`` has an entry for this very file and these settings."""
+        path = self.path_for(video_id)
+        if self.settings is None or not os.path.exists(path) or not os.path.exists(video_path):
+            return False
+        meta = self._stored_key(path)
+        return bool(meta) and meta.get("key") == _entry_key(_video_stat(video_path),
+                                                             self.settings)
+
+    # ---------------------------------------------------------------- reading
+    def entry(self, video_id: str) -> Dict[str, torch.Tensor]:
+        """All tensors cached for ``video_id`` (see the module docstring).
+
+        Raises :class:`MissingFeaturesError` (a ``KeyError``) when the video has no entry (it
+        failed to decode at build time, or was never built) and :class:`StaleCacheError` when
+        the entry is out of date.
+        """
+        if self.settings is None:
+            raise StaleCacheError(f"feature cache {self.root} has no settings; run build() first")
+        path = self.path_for(video_id)
+        if not os.path.exists(path):
+            raise MissingFeaturesError(f"no cached features for {video_id!r} in {self.root}")
+        with open(path, "rb") as f:
+            data = f.read()
+        why = self._staleness(_metadata(data))
+        if why:
+            raise StaleCacheError(f"cached features of {video_id!r} ({path}) are stale: {why}; "
+                                  f"rebuild with FeatureCache.build")
+        return dict(load_bytes(data))
+
+    def get(self, video_id: str) -> torch.Tensor:
+        """Cached per-frame audio embeddings of ``video_id``: float32 [T, A]."""
+        return self.entry(video_id)["audio"]
+
+    def get_image(self, video_id: str) -> torch.Tensor:
+        """Cached per-frame image features of ``video_id``: float32 [T, D]."""
+        entry = self.entry(video_id)
+        if "image" not in entry:
+            raise KeyError(f"the cache {self.root} holds no image features (build it with "
+                           f"image_encoder_fn=...)")
+        return entry["image"]
+
+    def _staleness(self, meta: Mapping[str, str]) -> str:
+        if meta.get("format") != str(CACHE_FORMAT):
+            return f"cache format {meta.get('format')} != {CACHE_FORMAT}"
+        stored = json.loads(meta.get("settings", "{}"))
+        now = self.settings.to_dict()
+        changed = [f"{k}: {stored.get(k)!r} -> {now[k]!r}" for k in now if stored.get(k) != now[k]]
+        if changed:
+            return "settings changed (" + ", ".join(changed) + ")"
+        video_path = meta.get("video_path", "")
+        if not os.path.exists(video_path):
+            return f"its video {video_path} no longer exists"
+        stat = _video_stat(video_path)
+        if meta.get("key") != _entry_key(stat, self.settings):
+            return f"its video {video_path} changed (size or modification time)"
+        return ""
+
+    def check_compatible(self, num_frames: int, sampling: str, sample_rate: int,
+                         window_s: float, placement: str = "centred") -> None:
+        """Raise ``ValueError`` when a dataset with these options cannot use this cache."""
+        if self.settings is None:
+            raise ValueError(f"feature cache {self.root} is empty (no settings); build it first")
+        s = self.settings
+        wanted = {"num_frames": int(num_frames), "sampling": sampling,
+                  "sample_rate": int(sample_rate), "window_s": float(window_s),
+                  "placement": placement}
+        have = {"num_frames": s.num_frames, "sampling": s.sampling, "sample_rate": s.sample_rate,
+                "window_s": float(s.window_s), "placement": s.placement}
+        bad = [f"{k}={wanted[k]!r} (cache: {have[k]!r})" for k in wanted if wanted[k] != have[k]]
+        if bad:
+            raise ValueError(f"feature cache {self.root} was built with other settings: "
+                             + ", ".join(bad))
+
+    # ---------------------------------------------------------------- building
+    def build(self, items: Sequence[Any], encoder_fn: Callable[[torch.Tensor, torch.Tensor], Any],
+              settings: Union[CacheSettings, Mapping[str, Any]], progress: bool = True,
+              image_encoder_fn: Optional[Callable[[torch.Tensor], Any]] = None,
+              backend: str = "auto", workers: int = 0) -> Dict[str, Any]:
+        """Compute and store the features of every item that has no fresh entry.
+
+        Args:
+          items:      objects with ``video_id`` and ``video_path`` (``datasets.Item``).
+          encoder_fn: ``(windows float32 [T, W], mask float32 [T]) -> [T, A]`` audio embeddings;
+                      called under ``torch.no_grad()``; rows with mask 0 are stored as zeros.
+          settings:   :class:`CacheSettings` or a dict of its fields.
+          image_encoder_fn: optional ``(frames float32 [T, 3, S, S] CLIP-normalised) -> [T, D]``
+                      with ``S = settings.image_size``.
+          workers:    DataLoader workers that decode while the main process encodes.
+        Returns ``{"computed": n, "cached": n, "failed": [(video_id, reason), ...]}``; failed
+        items (undecodable videos) are warned about and get no entry, so a dataset skips them.
+        """
+        settings = _as_settings(settings)
+        if image_encoder_fn is not None and not settings.image_size:
+            raise ValueError("image_encoder_fn needs settings.image_size")
+        self.settings = settings
+        for tmp in glob.glob(os.path.join(self.root, _TMP_PATTERN)):
+            os.remove(tmp)  # left by a crashed build; never visible to readers
+        atomic_write_bytes(os.path.join(self.root, _SETTINGS_FILE),
+                           json.dumps({"format": CACHE_FORMAT, "settings": settings.to_dict()},
+                                      indent=2, sort_keys=True).encode())
+        ids = [it.video_id for it in items]
+        if len(set(ids)) != len(ids):
+            raise ValueError("items have duplicate video_ids")
+        todo = [it for it in items if not self.is_fresh(it.video_id, it.video_path)]
+        report: Dict[str, Any] = {"computed": 0, "cached": len(items) - len(todo), "failed": []}
+        loader = DataLoader(_DecodeView(todo, settings, backend, image_encoder_fn is not None),
+                            batch_size=None, num_workers=int(workers))
+        if progress:
+            from tqdm.auto import tqdm
+
+            loader = tqdm(loader, total=len(todo), desc="caching features", unit="video")
+        with torch.no_grad():
+            for item, decoded in zip(todo, loader):
+                if isinstance(decoded, str):
+                    report["failed"].append((item.video_id, decoded))
+                    if os.path.exists(self.path_for(item.video_id)):
+                        os.remove(self.path_for(item.video_id))  # never serve a stale entry
+                    continue
+                self._store(item, decoded, encoder_fn, image_encoder_fn, settings)
+                report["computed"] += 1
+        self.failed = list(report["failed"])
+        if report["failed"]:
+            shown = "; ".join(f"{v}: {r}" for v, r in report["failed"][:5])
+            warnings.warn(f"feature cache: {len(report['failed'])} of {len(items)} videos did not "
+                          f"decode and have no entry: {shown}", RuntimeWarning, stacklevel=2)
+        return report
+
+    def _store(self, item: Any, decoded: Dict[str, Any], encoder_fn, image_encoder_fn,
+               settings: CacheSettings) -> None:
+        windows, mask = decoded["windows"], decoded["audio_mask"]
+        audio = torch.as_tensor(encoder_fn(windows, mask)).float().cpu()
+        t = settings.num_frames
+        if audio.dim() != 2 or audio.shape[0] != t:
+            raise ValueError(f"encoder_fn returned shape {tuple(audio.shape)} for "
+                             f"{item.video_id!r}; expected [T={t}, A]")
+        if not bool(torch.isfinite(audio).all()):
+            raise ValueError(f"encoder_fn returned NaN/inf features for {item.video_id!r}")
+        audio = audio * (mask[:, None] > 0)
+        tensors = {"audio": audio.contiguous(), "audio_mask": mask.float().contiguous(),
+                   "frame_times": decoded["frame_times"].float().contiguous(),
+                   "frame_mask": decoded["frame_mask"].float().contiguous()}
+        if image_encoder_fn is not None:
+            image = torch.as_tensor(image_encoder_fn(decoded["frames"])).float().cpu()
+            if image.dim() != 2 or image.shape[0] != t or not bool(torch.isfinite(image).all()):
+                raise ValueError(f"image_encoder_fn returned {tuple(image.shape)} (or non-finite "
+                                 f"values) for {item.video_id!r}; expected finite [T={t}, D]")
+            tensors["image"] = image.contiguous()
+        stat = decoded["stat"]
+        meta = {"format": str(CACHE_FORMAT), "key": _entry_key(stat, settings),
+                "video_id": item.video_id, "video_path": stat["video_path"],
+                "size": str(stat["size"]), "mtime_ns": str(stat["mtime_ns"]),
+                "settings": json.dumps(settings.to_dict(), sort_keys=True)}
+        atomic_write_bytes(self.path_for(item.video_id), save_bytes(tensors, metadata=meta))
+
+    def __repr__(self) -> str:
+        n = len(glob.glob(os.path.join(self.root, "*.safetensors")))
+        return f"FeatureCache({self.root!r}, {n} entries, settings={self.settings})"
+
+
+class _DecodeView(Dataset):
+    """Decodes one item for :meth:`FeatureCache.build`: a dict of tensors, or the error text."""
+
+    def __init__(self, items: Sequence[Any], settings: CacheSettings, backend: str,
+                 with_frames: bool):
+        self.items, self.settings, self.backend = list(items), settings, backend
+        self.with_frames = with_frames
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> Union[Dict[str, Any], str]:
+        from ..audio import audio_windows
+
+        item, s = self.items[index], self.settings
+        try:
+            stat = _video_stat(item.video_path)  # before decoding: a later change is stale
+            clip = read_video(item.video_path, s.num_frames,
+                              s.image_size if self.with_frames else None,
+                              sampling="uniform", backend=self.backend)
+            wave, _ = read_audio(item.video_path, s.sample_rate)
+        except (DecodeError, OSError) as e:
+            return str(e)
+        times = torch.from_numpy(clip.times.astype(np.float32))
+        windows, mask = audio_windows(torch.from_numpy(wave), times.double(), s.sample_rate,
+                                      s.window_s, placement=s.placement)
+        out = {"windows": windows.float(), "audio_mask": mask.float(), "frame_times": times,
+               "frame_mask": torch.from_numpy(clip.mask.astype(np.float32)), "stat": stat}
+        if self.with_frames:
+            mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+            std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+            frames = torch.from_numpy(clip.frames).permute(0, 3, 1, 2).float() / 255.0
+            out["frames"] = (frames - mean) / std
+        return out
+
+
+__all__ = ["FeatureCache", "CacheSettings", "StaleCacheError", "MissingFeaturesError",
+           "weights_hash",
+           "atomic_write_bytes", "CACHE_FORMAT"]

@@ -1,0 +1,206 @@
+"""FeatureCache: stored per-frame features, their invalidation, and atomic writes."""
+import glob
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import pytest
+import torch
+
+from eclipse_lite.audio import build_audio_encoder, encode_windows
+from eclipse_lite.config import ModelConfig
+from eclipse_lite.data import cache as cache_mod
+from eclipse_lite.data.cache import CacheSettings, FeatureCache, StaleCacheError, weights_hash
+from eclipse_lite.data.datasets import Item, RetrievalDataset, SkippedItemWarning
+from data_fixtures import write_garbage, write_video
+
+SETTINGS = dict(num_frames=4, sample_rate=16000, window_s=2.0, encoder="stats")
+
+
+class Stats:
+    """A transparent 'encoder': [T, W] windows -> [T, 3] (mean, std, max |x|); counts calls."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, windows, mask):
+        self.calls += 1
+        assert windows.shape[0] == mask.shape[0] == 4
+        return torch.stack([windows.mean(1), windows.std(1), windows.abs().amax(1)], dim=1)
+
+
+@pytest.fixture
+def videos(tmp_path):
+    return [Item("a", write_video(str(tmp_path / "a.mp4"), n_frames=12, size=32), ["a"]),
+            Item("b", write_video(str(tmp_path / "b.mp4"), n_frames=8, size=32), ["b"]),
+            Item("quiet", write_video(str(tmp_path / "q.mp4"), n_frames=8, size=32,
+                                      audio=False), ["q"])]
+
+
+def cache_files(root):
+    return sorted(glob.glob(os.path.join(root, "*.safetensors")))
+
+
+def test_build_and_get(tmp_path, videos):
+    enc = Stats()
+    cache = FeatureCache(str(tmp_path / "cache"))
+    report = cache.build(videos, enc, SETTINGS, progress=False)
+    assert report == {"computed": 3, "cached": 0, "failed": []} and enc.calls == 3
+    assert len(cache_files(cache.root)) == 3
+    feats = cache.get("a")
+    assert feats.shape == (4, 3) and feats.dtype == torch.float32
+    # the stored numbers are the encoder applied to the dataset's own windows
+    ds = RetrievalDataset(videos, num_frames=4, image_size=32, audio_window_s=2.0)
+    x = ds[0]
+    torch.testing.assert_close(feats, Stats()(x["audio"], x["audio_mask"]))
+    entry = cache.entry("quiet")
+    assert entry["audio_mask"].sum() == 0 and entry["audio"].abs().sum() == 0
+    torch.testing.assert_close(entry["frame_times"], ds[2]["frame_times"])
+    # a second build finds everything fresh and encodes nothing
+    assert cache.build(videos, enc, SETTINGS, progress=False)["cached"] == 3 and enc.calls == 3
+    # a new FeatureCache on the same folder (e.g. in the training process) reads the settings
+    again = FeatureCache(cache.root)
+    assert again.settings == CacheSettings(**SETTINGS)
+    torch.testing.assert_close(again.get("a"), feats)
+    with pytest.raises(KeyError, match="'nope'"):
+        again.get("nope")
+
+
+def test_changing_the_video_invalidates_its_entry(tmp_path, videos):
+    enc = Stats()
+    cache = FeatureCache(str(tmp_path / "cache"))
+    cache.build(videos, enc, SETTINGS, progress=False)
+    write_video(videos[1].video_path, n_frames=16, size=32)  # re-encoded in place
+    with pytest.raises(StaleCacheError, match="'b'.*changed"):
+        cache.get("b")
+    cache.get("a")  # untouched entries stay valid
+    report = cache.build(videos, enc, SETTINGS, progress=False)
+    assert report["computed"] == 1 and report["cached"] == 2
+    assert cache.get("b").shape == (4, 3)
+
+
+def test_changing_settings_or_encoder_weights_invalidates(tmp_path, videos):
+    cache = FeatureCache(str(tmp_path / "cache"))
+    cache.build(videos, Stats(), SETTINGS, progress=False)
+    wider = dict(SETTINGS, window_s=4.0)
+    stale = FeatureCache(cache.root, settings=wider)
+    with pytest.raises(StaleCacheError, match="window_s: 2.0 -> 4.0"):
+        stale.get("a")
+    assert stale.build(videos, Stats(), wider, progress=False)["computed"] == 3
+    # a different encoder (here: weights changed by training) has a different hash
+    cfg = ModelConfig.preset("ci")
+    encoder = build_audio_encoder(cfg).eval()
+    s1 = CacheSettings.from_config(cfg, encoder, window_s=2.0)
+    fn = lambda w, m: encode_windows(encoder, w[None], m[None])[0]  # noqa: E731
+    cache.build(videos, fn, s1, progress=False)
+    assert cache.get("a").shape == (4, cfg.audio_dim)
+    with torch.no_grad():
+        next(encoder.parameters()).add_(0.01)
+    s2 = CacheSettings.from_config(cfg, encoder, window_s=2.0)
+    assert s2.encoder_hash != s1.encoder_hash
+    assert weights_hash(encoder) == s2.encoder_hash
+    with pytest.raises(StaleCacheError, match="encoder_hash"):
+        FeatureCache(cache.root, settings=s2).get("a")
+
+
+def test_crash_mid_write_leaves_no_partial_file(tmp_path, videos, monkeypatch):
+    root = str(tmp_path / "cache")
+    cache = FeatureCache(root)
+
+    def crash(fd):
+        raise KeyboardInterrupt("power cut while writing")
+
+    monkeypatch.setattr(cache_mod.os, "fsync", crash)
+    with pytest.raises(KeyboardInterrupt):
+        cache.build(videos, Stats(), SETTINGS, progress=False)
+    monkeypatch.undo()
+    assert cache_files(root) == [] and os.listdir(root) == []  # no final file, no temp file
+    assert cache.build(videos, Stats(), SETTINGS, progress=False)["computed"] == 3
+
+
+def test_killed_process_leaves_no_visible_partial_file(tmp_path, videos):
+    """A real crash: the process dies after the temporary file is written, before the rename."""
+    root = str(tmp_path / "cache")
+    script = textwrap.dedent(f"""
+        import os, sys, torch
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        from eclipse_lite.data import cache as c
+        from eclipse_lite.data.datasets import Item
+        real_replace = os.replace
+        def die(src, dst):
+            if dst.endswith(".safetensors"):
+                assert os.path.getsize(src) > 0
+                os._exit(3)          # no cleanup, no finally: like SIGKILL
+            real_replace(src, dst)
+        c.os.replace = die
+        items = [Item("a", {videos[0].video_path!r}, ["a"])]
+        enc = lambda w, m: torch.stack([w.mean(1), w.std(1)], 1)
+        c.FeatureCache({root!r}).build(items, enc, {SETTINGS!r}, progress=False)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 3, proc.stderr
+    assert cache_files(root) == []
+    assert len(glob.glob(os.path.join(root, ".*.tmp"))) == 1  # hidden, never read
+    cache = FeatureCache(root)
+    with pytest.raises(KeyError):
+        cache.get("a")
+    assert cache.build(videos, Stats(), SETTINGS, progress=False)["computed"] == 3
+    assert glob.glob(os.path.join(root, ".*.tmp")) == []  # the next build cleans up
+
+
+def test_dataset_reads_the_cache(tmp_path, videos):
+    broken = Item("broken", write_garbage(str(tmp_path / "broken.mp4")), ["x"])
+    items = videos + [broken]
+    cache = FeatureCache(str(tmp_path / "cache"))
+    with pytest.warns(RuntimeWarning, match="1 of 4 videos did not decode"):
+        report = cache.build(items, Stats(), SETTINGS, progress=False)
+    assert [vid for vid, _ in report["failed"]] == ["broken"]
+    ds = RetrievalDataset(items, num_frames=4, image_size=32, audio_window_s=2.0,
+                          audio_features=cache)
+    x = ds[0]
+    assert x["audio"].shape == (4, 3) and x["audio_mask"].tolist() == [1, 1, 1, 1]
+    torch.testing.assert_close(x["audio"], cache.get("a"))
+    assert ds[2]["audio_mask"].sum() == 0
+    with pytest.warns(SkippedItemWarning, match="'broken'"):
+        assert ds[3] is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SkippedItemWarning)
+        assert [vid for vid, _ in ds.check(progress=False)] == ["broken"]
+    write_video(videos[1].video_path, n_frames=16, size=32)  # changed after the build
+    with pytest.raises(StaleCacheError, match="'b'"):
+        ds[1]  # a stale cache is a configuration error, never a silently skipped item
+    with pytest.raises(ValueError, match="num_frames=8 .cache: 4."):
+        RetrievalDataset(items, num_frames=8, image_size=32, audio_window_s=2.0,
+                         audio_features=cache)
+    with pytest.raises(ValueError, match="sampling"):
+        RetrievalDataset(items, num_frames=4, image_size=32, audio_window_s=2.0,
+                         sampling="random", audio_features=cache)
+
+
+def test_optional_image_features(tmp_path, videos):
+    cache = FeatureCache(str(tmp_path / "cache"))
+    settings = dict(SETTINGS, image_size=16, image_encoder="pool")
+    pool = lambda frames: frames.mean(dim=(2, 3))  # noqa: E731  [T, 3, 16, 16] -> [T, 3]
+    cache.build(videos, Stats(), settings, progress=False, image_encoder_fn=pool)
+    image = cache.get_image("a")
+    assert image.shape == (4, 3) and torch.isfinite(image).all()
+    plain = FeatureCache(str(tmp_path / "plain"))
+    plain.build(videos, Stats(), SETTINGS, progress=False)
+    with pytest.raises(KeyError, match="no image features"):
+        plain.get_image("a")
+    with pytest.raises(ValueError, match="image_size"):
+        plain.build(videos, Stats(), SETTINGS, progress=False, image_encoder_fn=pool)
+
+
+def test_settings_validation(tmp_path):
+    with pytest.raises(ValueError, match="only 'uniform'"):
+        CacheSettings(num_frames=4, sampling="random", encoder="x")
+    with pytest.raises(ValueError, match="must name the audio encoder"):
+        CacheSettings(num_frames=4)
+    with pytest.raises(ValueError, match="unknown cache setting"):
+        FeatureCache(str(tmp_path)).build([], Stats(), dict(SETTINGS, frames=3))
+    with pytest.raises(ValueError, match="is empty"):
+        FeatureCache(str(tmp_path / "new")).check_compatible(4, "uniform", 16000, 2.0)

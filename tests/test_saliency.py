@@ -1,0 +1,225 @@
+"""Sound-localisation maps (paper Fig. 7/9) and their scores (pointing game, IoU, baselines)."""
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from eclipse_lite import saliency as S
+from eclipse_lite.attention import v2a_attention
+from eclipse_lite.config import ModelConfig
+from eclipse_lite.model import ECLIPSE
+
+sys.path.insert(0, os.path.dirname(__file__))
+from data_fixtures import write_video  # noqa: E402
+
+BOX = [0.5, 0.5, 1.0, 1.0]   # bottom-right quarter
+
+
+def peaked_map(size, y, x):
+    """A smooth bump at pixel (y, x) of a size x size map."""
+    ys, xs = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    return torch.exp(-((ys - y) ** 2 + (xs - x) ** 2) / 8.0)
+
+
+# ----------------------------------------------------------------------------- scores
+def test_map_peaked_inside_box_scores_one_outside_zero():
+    inside = peaked_map(32, 24, 24)
+    outside = peaked_map(32, 6, 6)
+    boxes = torch.tensor([BOX, BOX])
+    hits = S.pointing_hits(torch.stack([inside, outside]), boxes)
+    assert hits.tolist() == [1.0, 0.0]
+    got = S.score_maps(torch.stack([inside, outside]), boxes)
+    assert got["pointing_game"] == 0.5 and got["n"] == 2
+    assert S.map_ious(outside[None], boxes[:1]).item() == 0.0
+    assert S.map_ious(inside[None], boxes[:1]).item() > 0.0
+
+
+def test_box_indicator_map_has_iou_one_and_numpy_works():
+    mask = S.box_masks(torch.tensor([BOX]), 16, 16)
+    assert mask.sum() == 64 and mask[0, 8:, 8:].all()
+    scores = S.score_maps(mask.float().numpy(), np.array([BOX]))
+    assert scores == {"pointing_game": 1.0, "miou": 1.0, "n": 1}
+
+
+def test_flat_map_scores_expected_value_of_random_tie_breaking():
+    flat = torch.ones(1, 10, 10)
+    box = torch.tensor([[0.0, 0.0, 0.3, 0.5]])               # 3 x 5 pixels of 100
+    assert S.pointing_hits(flat, box).item() == pytest.approx(0.15)
+    assert S.map_ious(flat, box).item() == pytest.approx(0.15)   # every pixel on
+
+
+def test_tiny_box_gets_one_pixel_and_bad_inputs_are_errors():
+    m = S.box_masks(torch.tensor([[0.51, 0.51, 0.52, 0.52]]), 8, 8)
+    assert m.sum() == 1 and m[0, 4, 4]
+    with pytest.raises(ValueError, match="box 1"):
+        S.box_masks(torch.tensor([BOX, [0.6, 0.2, 0.4, 0.3]]), 8, 8)
+    with pytest.raises(ValueError, match="NaN"):
+        S.score_maps(torch.full((1, 4, 4), float("nan")), torch.tensor([BOX]))
+    with pytest.raises(ValueError, match="N = 0"):
+        S.score_maps(torch.zeros(0, 4, 4), torch.zeros(0, 4))
+    with pytest.raises(ValueError, match="2 maps but 1 boxes"):
+        S.pointing_hits(torch.rand(2, 4, 4), torch.tensor([BOX]))
+
+
+def test_centre_prior_hits_centred_boxes_and_misses_corners():
+    prior = S.centre_prior_maps(2, 32, 32)
+    boxes = torch.tensor([[0.3, 0.3, 0.7, 0.7], [0.0, 0.0, 0.35, 0.35]])
+    assert S.pointing_hits(prior, boxes).tolist() == [1.0, 0.0]
+
+
+def test_random_baseline_is_seeded_and_scores_about_the_box_area():
+    a, b = S.random_maps(6, 4, 32, seed=1), S.random_maps(6, 4, 32, seed=1)
+    assert torch.equal(a, b) and not torch.equal(a, S.random_maps(6, 4, 32, seed=2))
+    maps = S.random_maps(3000, 4, 32, seed=0)
+    box = torch.tensor([[0.25, 0.25, 0.75, 0.75]]).expand(3000, 4)
+    pg = S.score_maps(maps, box)["pointing_game"]
+    assert 0.15 < pg < 0.35     # chance (box area 0.25), far from a map that knows the box (1.0)
+
+
+def test_summary_and_bar():
+    per_seed = [{"dot": {"pointing_game": p, "miou": 0.3}, "centre_prior": {"pointing_game": 0.4,
+                 "miou": 0.2}, "random": {"pointing_game": 0.2, "miou": 0.1}} for p in (0.7, 0.8, 0.9)]
+    summary = S.summarise_seeds(per_seed)
+    assert summary["dot"]["pointing_game"]["mean"] == pytest.approx(0.8)
+    assert summary["dot"]["pointing_game"]["std"] == pytest.approx(0.1)     # sample std
+    assert summary["random"]["pointing_game"]["std"] == pytest.approx(0.0, abs=1e-12)
+    assert S.beats_baselines(summary, "dot")["passed"]
+    close = S.summarise_seeds([{**s, "dot": {"pointing_game": 0.45 + d, "miou": 0.3}}
+                               for s, d in zip(per_seed, (-0.1, 0.0, 0.1))])
+    assert not S.beats_baselines(close, "dot")["passed"]   # margin 0.05 < spread 0.1
+
+
+# ----------------------------------------------------------------------------- pictures
+def test_paper_postprocessing_cubes_between_two_min_max():
+    m = torch.tensor([[[2.0, 3.0], [4.0, 4.0]]])      # min-max -> 0, .5, 1, 1 -> cube -> 0, .125, 1, 1
+    assert S.normalise_maps(m).flatten().tolist() == [0.0, 0.125, 1.0, 1.0]
+    assert S.normalise_maps(torch.full((1, 3, 3), 7.0)).abs().sum() == 0   # flat: zeros, no NaN
+    heat = S.heatmaps(torch.rand(2, 3, 4, 4), 32)
+    assert heat.shape == (2, 3, 32, 32) and heat.min() >= 0 and heat.max() <= 1
+
+
+def test_overlay_blends_seventy_thirty():
+    frame = np.full((8, 8, 3), 100, np.uint8)
+    heat = np.zeros((8, 8))
+    from eclipse_lite.viz import heat_colours
+    colour = heat_colours(heat)[0, 0].astype(float)
+    got = S.overlay(frame, heat)
+    assert np.allclose(got[0, 0], np.round(0.7 * 100 + 0.3 * colour), atol=1)
+    assert S.overlay(frame, np.zeros((2, 2))).shape == (8, 8, 3)   # heat resized to the frame
+
+
+# ----------------------------------------------------------------------------- maps of a model
+@pytest.fixture
+def av_model():
+    torch.manual_seed(0)
+    model = ECLIPSE(ModelConfig.preset("ci")).eval()
+    for block in model.av_blocks.values():   # non-zero projections: the streams interact
+        torch.nn.init.normal_(block.a2v_proj.weight, std=0.05)
+        torch.nn.init.normal_(block.v2a_proj.weight, std=0.05)
+    return model
+
+
+def test_dot_map_is_final_audio_token_times_final_patches(av_model):
+    frames, audio = torch.randn(2, 4, 3, 32, 32), torch.randn(2, 4, 64)
+    with torch.no_grad():
+        vf = av_model.video_features(frames, audio, return_tokens=True)
+    trace = S.trace_layers(av_model, frames, audio)
+    assert torch.allclose(trace.tokens[1], vf.tokens) and torch.allclose(trace.audio[1], vf.audio_tokens)
+    maps = S.compute_maps(av_model, frames, audio, methods=S.METHODS)
+    want = (vf.tokens[:, :, 1:] * vf.audio_tokens).sum(-1).reshape(2, 4, 4, 4)
+    assert torch.allclose(maps["dot"], want, atol=1e-5)
+    head = lambda x: av_model.visual.proj(av_model.visual.ln_post(x))  # noqa: E731
+    with torch.no_grad():
+        want_p = (head(vf.tokens[:, :, 1:]) * head(vf.audio_tokens)).sum(-1).reshape(2, 4, 4, 4)
+    assert torch.allclose(maps["dot_projected"], want_p, atol=1e-5)
+    assert all(m.shape == (2, 4, 4, 4) for m in maps.values())
+    assert av_model.training is False
+
+
+def test_v2a_map_equals_the_attention_modules_own_weights(av_model):
+    frames, audio = torch.randn(1, 4, 3, 32, 32), torch.randn(1, 4, 64)
+    trace = S.trace_layers(av_model, frames, audio)
+    per_layer = []
+    with torch.no_grad():
+        for key, block in av_model.av_blocks.items():
+            video, sound, _ = trace.av_inputs[int(key)]
+            _, w = v2a_attention(block.v2a_attn, block.norm_audio(sound), block.norm_video(video),
+                                 need_weights=True)                       # [N, heads, 1, L]
+            per_layer.append(w[..., 1:].mean(dim=(1, 2)))
+    want = torch.stack(per_layer).mean(0).reshape(1, 4, 4, 4)
+    assert torch.allclose(S.saliency_maps(av_model, frames, audio, method="v2a"), want, atol=1e-6)
+    first = S.saliency_maps(av_model, frames, audio, method="v2a", layers=[0])
+    assert not torch.allclose(first, want)
+
+
+def test_maps_of_the_wrong_model_are_errors():
+    video_only = ECLIPSE(ModelConfig.preset("ci", fusion="none"))
+    x, a = torch.randn(1, 4, 3, 32, 32), torch.randn(1, 4, 64)
+    with pytest.raises(ValueError, match="audio stream"):
+        S.saliency_maps(video_only, x, a)
+    a2v = ECLIPSE(ModelConfig.preset("ci", fusion="a2v"))
+    assert S.saliency_maps(a2v, x, a, method="dot").shape == (1, 4, 4, 4)
+    with pytest.raises(ValueError, match="V2A"):
+        S.saliency_maps(a2v, x, a, method="v2a")
+    joint = ECLIPSE(ModelConfig.preset("ci", fusion="joint"))
+    assert S.saliency_maps(joint, x, a, method="v2a").shape == (1, 4, 4, 4)
+    with pytest.raises(ValueError, match="unknown saliency method"):
+        S.saliency_maps(joint, x, a, method="gradcam")
+
+
+# ----------------------------------------------------------------------------- the benchmark
+def _event(kind, visual, box, sound, motion="still", box_end=None):
+    return {"kind": kind, "in_caption": True, "visual_class": "red square" if visual else None,
+            "visual_start": visual[0] if visual else None, "visual_end": visual[1] if visual else None,
+            "motion": motion if visual else None, "region": None, "direction": None, "box": box,
+            "box_end": box_end, "bounce_height": None, "bounce_period": None,
+            "sound_class": "bell" if sound else None, "sound_start": sound[0] if sound else None,
+            "sound_end": sound[1] if sound else None, "sound_gain_db": 0.0}
+
+
+def test_sounding_sources_need_sight_and_sound():
+    plan = {"events": [
+        _event("seen_heard", (0.0, 3.0), [0.0, 0.2, 0.4, 0.6], (0.5, 3.0), "slide", [0.6, 0.2, 1.0, 0.6]),
+        _event("seen_only", (3.0, 6.0), [0.5, 0.5, 0.9, 0.9], None),
+        _event("heard_only", None, None, (3.0, 5.0))]}
+    assert S.sounding_sources(plan, 0.25) == []                  # seen, not yet heard
+    (i, box), = S.sounding_sources(plan, 1.5)                    # half way through the slide
+    assert i == 0 and box == pytest.approx((0.3, 0.2, 0.7, 0.6))
+    assert S.sounding_sources(plan, 4.0) == []                   # silent object + off-screen sound
+
+
+def test_saliency_command_scores_and_draws(tmp_path):
+    data = tmp_path / "data"
+    (data / "videos").mkdir(parents=True)
+    plans = []
+    for k in range(2):
+        write_video(str(data / "videos" / f"v{k}.mp4"), n_frames=16, fps=4, size=48)
+        plans.append({"id": f"v{k}", "duration": 4.0, "fps": 4, "events": [
+            _event("seen_heard", (0.0, 3.0), [0.1, 0.1, 0.5, 0.5], (0.5, 3.0)),
+            _event("seen_only", (3.0, 4.0), [0.5, 0.5, 0.9, 0.9], None)]})
+    (data / "events.json").write_text(json.dumps(plans))
+    (data / "test.jsonl").write_text("".join(
+        json.dumps({"video": f"videos/v{k}.mp4", "captions": ["a square"], "id": f"v{k}"}) + "\n"
+        for k in range(2)))
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning, match="randomly initialised"):
+        result = S.main(["--preset", "ci", "--data", str(data), "--out", str(out), "--seeds", "0,1",
+                         "--frames-per-event", "3", "--device", "cpu", "--gif-frames", "6",
+                         "--display-size", "48", "--pictures", "1"])
+    assert result["frames_scored"] == [6, 6]        # 3 frames per event, one event per video
+    methods = set(result["summary"])
+    assert methods == {"dot", "dot_projected", "v2a", "dot_shuffled_audio", "centre_prior", "random"}
+    for m in methods:
+        for metric in ("pointing_game", "miou"):
+            s = result["summary"][m][metric]
+            assert 0.0 <= s["mean"] <= 1.0 and len(s["values"]) == 2
+    saved = json.loads((out / "saliency_scores.json").read_text())
+    assert saved["summary"] == result["summary"]
+    assert (out / "v0.png").exists() and (out / "v0.gif").exists()
+    assert not (out / "v1.png").exists()                         # --pictures 1
+    from PIL import Image
+    with Image.open(out / "v0.gif") as gif:
+        assert gif.n_frames == 6
