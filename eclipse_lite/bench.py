@@ -175,8 +175,13 @@ def count_flops(cfg: ModelConfig, frames: Optional[int] = None, fusion: Optional
     "text" the text tower. A multiply-add counts 2; attention is counted in eager mode.
     The model is built on the ``meta`` device, so the base preset costs no memory.
     """
-    cfg = cfg.replace(num_frames=int(frames or cfg.num_frames), fusion=fusion or cfg.fusion,
-                      gradient_checkpointing=False)
+    frames = cfg.num_frames if frames is None else int(frames)
+    if frames < 1:
+        raise ValueError(f"frames must be >= 1, got {frames}")
+    length = cfg.context_length if text_tokens is None else int(text_tokens)
+    if not 0 < length <= cfg.context_length:
+        raise ValueError(f"text_tokens={length} must be in 1..context_length={cfg.context_length}")
+    cfg = cfg.replace(num_frames=frames, fusion=fusion or cfg.fusion, gradient_checkpointing=False)
     t = cfg.num_frames
     with torch.device("meta"):
         model = ECLIPSE(cfg).eval()
@@ -187,9 +192,6 @@ def count_flops(cfg: ModelConfig, frames: Optional[int] = None, fusion: Optional
     audio_in = None if cfg.fusion == "none" else torch.empty(1, t, cfg.audio_dim, device=meta)
     with torch.no_grad():
         video = _flops(lambda: model.video_features(video_in, audio_in))
-        length = int(text_tokens or cfg.context_length)
-        if not 0 < length <= cfg.context_length:
-            raise ValueError(f"text_tokens={length} must be in 1..context_length={cfg.context_length}")
         ids = torch.zeros(1, length, dtype=torch.long, device=meta)
         text = _flops(lambda: model.text(ids, torch.ones_like(ids)))
         audio = 0
@@ -205,8 +207,9 @@ def frame_sweep(cfg: ModelConfig, frames: Sequence[int] = DEFAULT_SWEEP,
                 audio_frontend: Optional[str] = None) -> Dict[str, Any]:
     """GFLOPs per video + caption against the number of frames (the paper's Fig. 2).
 
-    Three curves: video-only (``fusion="none"``, CLIP4Clip meanP), ECLIPSE with precomputed audio
-    embeddings (as the paper runs it) and ECLIPSE including the audio encoder. At the base shape
+    Three curves: video-only (``fusion="none"``, CLIP4Clip meanP), ECLIPSE (``cfg.fusion`` when it
+    is an audiovisual one, else "eclipse") with precomputed audio embeddings (as the paper runs
+    it) and the same including the audio encoder. At the base shape
     the paper's two Table 2 points are added as reference ``points``.
     Returns ``{"preset", "frames", "curves": {label: [GFLOPs]}, "detail": {label: [counts]},
     "points"}``.
@@ -214,8 +217,9 @@ def frame_sweep(cfg: ModelConfig, frames: Sequence[int] = DEFAULT_SWEEP,
     frames = [int(f) for f in frames]
     if not frames or min(frames) < 1:
         raise ValueError(f"frame_sweep needs positive frame counts, got {frames}")
+    fusion = cfg.fusion if cfg.fusion in ("eclipse", "a2v", "joint") else "eclipse"
     video_only = [count_flops(cfg, f, "none") for f in frames]
-    eclipse = [count_flops(cfg, f, "eclipse", audio_frontend=audio_frontend) for f in frames]
+    eclipse = [count_flops(cfg, f, fusion, audio_frontend=audio_frontend) for f in frames]
     curves = {
         "video only (CLIP4Clip)": [c["video"] + c["text"] for c in video_only],
         "ECLIPSE, precomputed audio": [c["video"] + c["text"] for c in eclipse],
@@ -459,20 +463,25 @@ def compare(cfg: ModelConfig, video_frames: Optional[int] = None,
             repeats: int = 1) -> Dict[str, Any]:
     """Video-only with ``video_frames`` against ECLIPSE with ``eclipse_frames``, in one run.
 
+    The ECLIPSE row uses ``cfg.fusion`` when it is audiovisual ("eclipse", "a2v", "joint"), else
+    "eclipse"; the video-only row is ``fusion="none"`` (CLIP4Clip meanP).
+
     Defaults follow Table 2's 3:1 frame ratio: ``eclipse_frames = cfg.num_frames`` and
     ``video_frames = 3 * eclipse_frames`` (96 vs 32 at the base preset). Memory and speed are
     measured alternately (video-only infer, ECLIPSE infer, video-only train, ECLIPSE train) so
     both see the same machine state; with ``repeats > 1`` that alternation is repeated and each
     model keeps the median samples/s and the largest peak memory of its repeats (on a shared
-    machine, load that comes and goes then hits both models alike). Ratios: ``memory = video-only / ECLIPSE`` (paper 2.34),
-    ``speed = ECLIPSE / video-only samples/s`` (paper 2.92), ``gflops = video-only / ECLIPSE``
+    machine, load that comes and goes then hits both models alike). Ratios:
+    ``memory = video-only / ECLIPSE`` (paper 2.34), ``speed = ECLIPSE / video-only samples/s``
+    (paper 2.92), ``gflops = video-only / ECLIPSE``
     (paper 1.51), without and with the audio encoder's FLOPs.
     """
     eclipse_frames = int(eclipse_frames or cfg.num_frames)
     video_frames = int(video_frames or 3 * eclipse_frames)
     rows = {
         "video_only": cfg.replace(fusion="none", num_frames=video_frames),
-        "eclipse": cfg.replace(fusion="eclipse", num_frames=eclipse_frames),
+        "eclipse": cfg.replace(fusion=cfg.fusion if cfg.fusion in ("eclipse", "a2v", "joint")
+                               else "eclipse", num_frames=eclipse_frames),
     }
     out: Dict[str, Any] = {"preset": cfg.name, "machine": machine_info(device), "rows": {},
                            "paper": PAPER_TABLE2}
@@ -581,7 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="eclipse-lite bench",
         description="FLOPs, peak memory and throughput of ECLIPSE vs video-only (paper Table 2, "
-                    "Fig. 2). Writes bench.json, bench.md, frame_sweep.json and frame_sweep.png.")
+                    "Fig. 2). Writes bench.{json,md,png} and frame_sweep.{json,png}.")
     p.add_argument("--preset", default="tiny", help="ci, tiny or base (default tiny)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a ModelConfig field (repeatable), e.g. --set image_size=96")
@@ -639,6 +648,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         atomic_write_text(json.dumps(result, indent=2) + "\n", path)
         table = format_table(result) if "memory" in args.what else _flops_table(result)
         atomic_write_text(table + "\n", os.path.join(args.out, "bench.md"))
+        if "memory" in args.what:
+            from .viz import plot_bench, save_figure
+
+            save_figure(plot_bench(result), os.path.join(args.out, "bench.png"))
         print(table)
         written["bench"] = result
     if "sweep" in args.what:

@@ -42,8 +42,10 @@ Scoring (the paper could not; the bundled benchmark knows each sound source's bo
     a random map (uniform noise on the same ``g x g`` grid, post-processed and upsampled exactly
     like the model's maps), plus a control: the model's "dot" map with the audio of another frame
     ("dot_shuffled_audio"), which shows whether the map depends on the sound at all.
-  * scored frames: frames where exactly one object is both on screen and sounding, drawn per
-    event with the seed; mean ± std (sample std) over seeds.
+  * scored frames: frames where exactly one object is both on screen and sounding and it belongs
+    to a ``seen_heard`` event (``kinds`` adds others, e.g. ``brief``), ``frames_per_event``
+    drawn per event with the seed, scored at the model's input size; mean ± sample std over
+    seeds (frame draws, random maps and, with one checkpoint per seed, training seeds).
 
 Command line: ``python -m eclipse_lite.saliency --data DIR --checkpoint RUN --out OUT`` (see
 :func:`main`); writes ``saliency_scores.json``, a PNG per video (methods x frames, boxes drawn)
@@ -78,6 +80,7 @@ __all__ = ["METHODS", "BASELINES", "saliency_maps", "compute_maps", "trace_layer
 METHODS = ("dot", "dot_projected", "v2a")
 BASELINES = ("centre_prior", "random")
 CONTROL = "dot_shuffled_audio"
+SCORED_KINDS = ("seen_heard",)   # event kinds whose frames are scored (``brief`` can be added)
 ArrayLike = Union[Tensor, np.ndarray]
 
 
@@ -204,7 +207,8 @@ def compute_maps(model: ECLIPSE, frames: Tensor, audio: Tensor,
     """Raw localisation maps of several methods from one pass: ``{method: [B, T, g, g]}``.
 
     ``layers``: for "dot"/"dot_projected" the layers whose tokens are compared (default: the
-    last), for "v2a" the AV layers whose weights are averaged (default: all AV layers).
+    last), for "v2a" the AV layers whose weights are averaged (default: all AV layers);
+    negative indices count from the end (-2 = second-to-last layer).
     Several layers are averaged. Maps are float32 on the model's device, not normalised.
     """
     cfg = model.config
@@ -216,6 +220,8 @@ def compute_maps(model: ECLIPSE, frames: Tensor, audio: Tensor,
     if cfg.a2v_mode == "reverse_norm" and "v2a" in methods:
         raise ValueError("method='v2a' is not defined for a2v_mode='reverse_norm'")
     b, t = frames.shape[:2]
+    if layers is not None:   # negative indices count from the last layer, as in Python
+        layers = [int(i) + cfg.vision_layers if int(i) < 0 else int(i) for i in layers]
     trace = trace_layers(model, frames, audio, audio_mask)
     out: Dict[str, Tensor] = {}
     for method in methods:
@@ -417,7 +423,8 @@ def random_maps(n: int, grid: int, size: Union[int, Tuple[int, int]], seed: int)
 
 
 def summarise_seeds(per_seed: Sequence[Mapping[str, Mapping[str, float]]],
-                    metrics: Sequence[str] = ("pointing_game", "miou")) -> Dict[str, Dict[str, Dict[str, Any]]]:
+                    metrics: Sequence[str] = ("pointing_game", "miou"),
+                    ) -> Dict[str, Dict[str, Dict[str, Any]]]:
     """``[{method: {metric: value}}] per seed`` → ``{method: {metric: {"mean", "std", "values"}}}``.
 
     ``std`` is the sample standard deviation over seeds (0 with a single seed).
@@ -569,13 +576,15 @@ def _frame_maps(model: ECLIPSE, frames: np.ndarray, audio: Tensor, methods: Sequ
     return {m: torch.cat(v) for m, v in parts.items()}
 
 
-def _pick_frames(plan: Mapping[str, Any], times: np.ndarray, per_event: int,
-                 seed: int, video_index: int) -> List[Tuple[int, int, Tuple[float, ...]]]:
-    """Frames with exactly one object on screen and sounding: ``per_event`` drawn per event."""
+def _pick_frames(plan: Mapping[str, Any], times: np.ndarray, per_event: int, seed: int,
+                 video_index: int, kinds: Sequence[str] = SCORED_KINDS
+                 ) -> List[Tuple[int, int, Tuple[float, ...]]]:
+    """``[(frame index, event index, box)]``: frames where exactly one object is on screen and
+    sounding and its event's kind is in ``kinds``; ``per_event`` frames drawn per event."""
     by_event: Dict[int, List[Tuple[int, Tuple[float, ...]]]] = {}
     for k, t in enumerate(times):
         sources = sounding_sources(plan, float(t))
-        if len(sources) == 1:
+        if len(sources) == 1 and plan["events"][sources[0][0]].get("kind") in kinds:
             e, box = sources[0]
             by_event.setdefault(e, []).append((k, box))
     picked = []
@@ -595,13 +604,15 @@ def evaluate_localisation(models: Union[ECLIPSE, Sequence[ECLIPSE]],
                           out_dir: Optional[str] = None, gif_frames: int = 24,
                           display_size: int = 128, max_png_frames: int = 8,
                           max_picture_videos: Optional[int] = None,
+                          kinds: Sequence[str] = SCORED_KINDS,
                           progress: bool = True) -> Dict[str, Any]:
     """Score localisation maps on benchmark videos against their sound-source boxes.
 
-    For every seed: draw ``frames_per_event`` frames per seen-and-heard event (frames where
-    exactly one object is on screen and sounding), encode the audio window centred on each,
-    compute each method's map, upsample it to ``image_size`` and score it (pointing game, IoU at
-    ``threshold``) next to the centre-prior and random baselines and the shuffled-audio control.
+    For every seed: draw ``frames_per_event`` frames per event of ``kinds`` (default
+    ``seen_heard``) among the frames where exactly one object is on screen and sounding, encode
+    the audio window centred on each, compute each method's map, upsample it to ``image_size``
+    and score it (pointing game, IoU at ``threshold``) next to the centre-prior and random
+    baselines and the shuffled-audio control.
     ``models``/``audio_encoders``: one, or one per seed (e.g. three training seeds); seed ``i``
     uses entry ``i % len``. With ``out_dir``, writes ``saliency_scores.json`` and, with the first
     seed's model, a PNG per video (one row per method, up to ``max_png_frames`` scored frames,
@@ -653,7 +664,7 @@ def evaluate_localisation(models: Union[ECLIPSE, Sequence[ECLIPSE]],
     for vi, rec in iterator:
         dec = _Decoded(rec, cfg.sample_rate)
         for si, seed in enumerate(seeds):
-            picked = _pick_frames(rec.plan, dec.times, int(frames_per_event), seed, vi)
+            picked = _pick_frames(rec.plan, dec.times, int(frames_per_event), seed, vi, kinds)
             if not picked:
                 continue
             idx = np.array([p[0] for p in picked])
@@ -666,14 +677,14 @@ def evaluate_localisation(models: Union[ECLIPSE, Sequence[ECLIPSE]],
         if out_dir is not None and vi < pictures:
             _write_pictures(out_dir, rec, vi, dec, seeds[0], int(frames_per_event), methods,
                             models[0], encoders[0], layers, gif_frames, display_size,
-                            max_png_frames)
+                            max_png_frames, kinds)
         del dec
 
     per_seed: List[Dict[str, Dict[str, float]]] = []
     for si, seed in enumerate(seeds):
         if not kept[si]["boxes"]:
-            raise ValueError("no frame of these videos shows a sounding object (no seen-and-heard "
-                             "event on screen): nothing to score")
+            raise ValueError(f"no frame of these videos shows exactly one sounding object of an "
+                             f"event of kind {tuple(kinds)}: nothing to score")
         model = models[si % len(models)]
         frames = np.concatenate(kept[si]["frames"])
         audio = torch.cat(kept[si]["audio"])
@@ -695,6 +706,7 @@ def evaluate_localisation(models: Union[ECLIPSE, Sequence[ECLIPSE]],
         "bar": {m: beats_baselines(summary, m) for m in methods},
         "settings": {"methods": methods, "layers": None if layers is None else list(layers),
                      "threshold": threshold, "frames_per_event": int(frames_per_event),
+                     "kinds": list(kinds),
                      "score_size": size, "centre_prior_sigma": 0.25,
                      "preset": cfg.name, "fusion": cfg.fusion},
     }
@@ -709,13 +721,14 @@ def evaluate_localisation(models: Union[ECLIPSE, Sequence[ECLIPSE]],
 def _write_pictures(out_dir: str, rec: VideoRecord, video_index: int, dec: _Decoded, seed: int,
                     frames_per_event: int, methods: Sequence[str], model: ECLIPSE,
                     encoder: torch.nn.Module, layers: Optional[Sequence[int]], gif_frames: int,
-                    display_size: int, max_png_frames: int) -> None:
+                    display_size: int, max_png_frames: int, kinds: Sequence[str]) -> None:
     """``{id}.png`` (rows = methods, columns = scored frames of ``seed``) and ``{id}.gif``."""
     from .viz import draw_box, image_grid, save_gif, save_png
 
     os.makedirs(out_dir, exist_ok=True)
     cfg = model.config
-    picked = _pick_frames(rec.plan, dec.times, frames_per_event, seed, video_index)[:max_png_frames]
+    picked = _pick_frames(rec.plan, dec.times, frames_per_event, seed, video_index,
+                          kinds)[:max_png_frames]
     if picked:
         idx = np.array([p[0] for p in picked])
         emb, _ = _encode_audio(encoder, dec.wave, dec.times[idx], cfg)
@@ -834,6 +847,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", default=None, help="layer indices for the maps (default: last "
                    "layer for dot, all AV layers for v2a)")
     p.add_argument("--frames-per-event", type=int, default=4)
+    p.add_argument("--kinds", default=",".join(SCORED_KINDS),
+                   help="event kinds whose frames are scored (default seen_heard; add brief)")
     p.add_argument("--threshold", type=float, default=0.5, help="IoU threshold, fraction of the "
                    "map's range (default 0.5)")
     p.add_argument("--max-videos", type=int, default=None, help="score only the first N videos")
@@ -877,7 +892,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     result = evaluate_localisation(models, encoders, videos, seeds, args.frames_per_event,
                                    methods, layers, args.threshold, out_dir=args.out,
                                    gif_frames=args.gif_frames, display_size=args.display_size,
-                                   max_picture_videos=args.pictures)
+                                   max_picture_videos=args.pictures, kinds=_comma(args.kinds))
     result["checkpoints"] = list(args.checkpoint)
     result["data"] = data
     from .checkpoints import atomic_write_text

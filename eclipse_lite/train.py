@@ -18,11 +18,13 @@ else fp16 with a gradient scaler), per-layer gradient checkpointing
 contrastive loss (every sample still sees all ``batch_size - 1`` negatives; see
 :func:`train_step`). :func:`estimate_peak_memory` computes the peak.
 
-Checkpoints: ``out_dir/last/`` and ``out_dir/best/`` each hold ``model.safetensors`` +
-``config.json`` (loadable with ``ECLIPSE.from_pretrained``), ``optimizer.safetensors`` (AdamW
-moments and RNG tensors) and ``trainer_state.json`` (everything else: schedule, scaler, RNG,
-data position, history). A directory is written whole under a temporary name and swapped in with
-renames (see :func:`save_checkpoint`), so a crash never leaves a broken ``last``.
+Checkpoints: ``out_dir/last/`` holds ``model.safetensors`` + ``config.json`` (loadable with
+``ECLIPSE.from_pretrained``), ``optimizer.safetensors`` (AdamW moments and RNG tensors) and
+``trainer_state.json`` (everything else: schedule, scaler, RNG, data position, history);
+``out_dir/best/`` (best validation epoch) the same without the optimizer file, which would
+double its size and is only needed to resume. A directory is written whole under a temporary
+name and swapped in with renames (see :func:`save_checkpoint`), so a crash never leaves a broken
+``last``.
 Resuming restores all of it and skips the batches the interrupted epoch already used, so a
 resumed run reproduces the uninterrupted loss curve bit for bit on a CPU.
 """
@@ -62,14 +64,15 @@ log = logging.getLogger(__name__)
 __all__ = ["TrainConfig", "FitResult", "fit", "evaluate", "write_results", "build_optimizer",
            "build_scheduler", "param_groups", "lr_factor", "WarmupCosine", "train_step",
            "resolve_precision", "save_checkpoint", "load_checkpoint", "find_checkpoint",
-           "seed_everything", "git_commit", "estimate_peak_memory", "estimate_base_memory"]
+           "seed_everything", "git_commit", "estimate_peak_memory", "estimate_base_memory",
+           "TrainingModule", "batch_inputs", "prepare_audio", "optimizer_step", "epoch_loader",
+           "no_weight_decay", "warmup_steps_for", "split_inputs"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 STATE_FORMAT = 1
 # TrainConfig fields that may change between an interrupted run and its resumption: they do not
 # change what is computed. Every other field must match (or the "resumed" run is another run).
-RESUMABLE_CHANGES = ("log_every", "num_workers", "device", "checkpoint_every", "eval_every",
-                     "progress")
+RESUMABLE_CHANGES = ("log_every", "num_workers", "device", "checkpoint_every", "progress")
 
 
 # =============================================================================================
@@ -296,9 +299,17 @@ def param_groups(model: nn.Module, tc: TrainConfig,
 
 def build_optimizer(model: nn.Module, tc: TrainConfig,
                     audio_encoder: Optional[nn.Module] = None) -> torch.optim.AdamW:
-    """AdamW over :func:`param_groups` with ``tc.betas``, ``tc.eps`` (decoupled weight decay)."""
-    return torch.optim.AdamW(param_groups(model, tc, audio_encoder), betas=tuple(tc.betas),
-                             eps=tc.eps)
+    """AdamW over :func:`param_groups` with ``tc.betas``, ``tc.eps`` (decoupled weight decay).
+
+    Uses PyTorch's fused kernel where the parameters' device supports it (CPU and CUDA; about
+    3x faster than the default on a CPU), else the default implementation.
+    """
+    try:
+        return torch.optim.AdamW(param_groups(model, tc, audio_encoder), betas=tuple(tc.betas),
+                                 eps=tc.eps, fused=True)
+    except (RuntimeError, ValueError):   # (the failed attempt filled in its group dicts)
+        return torch.optim.AdamW(param_groups(model, tc, audio_encoder), betas=tuple(tc.betas),
+                                 eps=tc.eps)
 
 
 def warmup_steps_for(total_steps: int, warmup_fraction: float) -> int:

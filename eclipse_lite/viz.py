@@ -27,7 +27,7 @@ from .config import CLIP_MEAN, CLIP_STD
 
 __all__ = ["atomic_output", "save_png", "save_gif", "save_figure", "to_uint8_frames",
            "heat_colours", "draw_box", "image_grid", "show_frames", "plot_frame_sweep",
-           "plot_localisation_scores"]
+           "plot_bench", "plot_localisation_scores"]
 
 
 # ------------------------------------------------------------------------------ atomic files
@@ -210,6 +210,34 @@ def plot_frame_sweep(sweep: Mapping, title: Optional[str] = None) -> Figure:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     ax.set_title(title or sweep.get("title", "cost of watching more frames"), fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_bench(result: Mapping) -> Figure:
+    """Peak memory and samples/s of video-only vs ECLIPSE per mode (Table 2 as bars).
+
+    ``result`` is :func:`eclipse_lite.bench.compare`'s result (with memory/speed measured).
+    """
+    rows = result["rows"]
+    modes = [m for m in ("infer", "train") if m in rows["eclipse"]]
+    if not modes:
+        raise ValueError("plot_bench: this result has no memory/speed measurements")
+    labels = [f"video only\n{rows['video_only']['frames']} frames",
+              f"ECLIPSE\n{rows['eclipse']['frames']} frames"]
+    fig = Figure(figsize=(2.6 * 2 * len(modes), 3.0))
+    panels = [("peak_memory_mb", "peak memory (MB)"), ("samples_per_s", "samples / s")]
+    for j, mode in enumerate(modes):
+        for k, (key, title) in enumerate(panels):
+            ax = fig.add_subplot(1, 2 * len(modes), 2 * j + k + 1)
+            values = [rows[r][mode][key] for r in ("video_only", "eclipse")]
+            ax.bar([0, 1], [0.0 if v is None else v for v in values], color=["#999999", "#4C72B0"])
+            ax.set_xticks([0, 1])
+            ax.set_xticklabels(labels, fontsize=7)
+            ax.set_title(f"{mode}: {title}", fontsize=8)
+            ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"{result.get('preset', '')} on {result.get('machine', {}).get('device', '?')}",
+                 fontsize=9)
     fig.tight_layout()
     return fig
 

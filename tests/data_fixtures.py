@@ -37,9 +37,10 @@ def tone(duration_s: float, sample_rate: int, freq: float = 440.0, amp: float = 
 
 def write_video(path: str, n_frames: int = 12, fps: int = 4, size: int = 32,
                 audio: bool = True, sample_rate: int = 16000, channels: int = 1,
-                faststart: bool = False, pattern: bool = False) -> str:
+                faststart: bool = False, pattern: bool = False, gop: Optional[int] = None) -> str:
     """A tiny video: frame i is flat grey :func:`frame_level` (``pattern``: plus a bar moving
-    right, for resize tests) and, when ``audio``, a 440 Hz tone as long as the video."""
+    right, for resize tests) and, when ``audio``, a 440 Hz tone as long as the video.
+    ``gop``: a keyframe every ``gop`` frames (default: the encoder's, one for short videos)."""
     vcodec, acodec, arate = CONTAINERS[os.path.splitext(path)[1]]
     rate = arate or sample_rate
     options = {"movflags": "+faststart"} if faststart else {}
@@ -47,6 +48,8 @@ def write_video(path: str, n_frames: int = 12, fps: int = 4, size: int = 32,
         vs = out.add_stream(vcodec, rate=fps)
         vs.width = vs.height = size
         vs.pix_fmt = "yuv420p"
+        if gop:
+            vs.codec_context.gop_size = gop
         if vcodec == "libx264":
             vs.options = {"preset": "ultrafast", "crf": "10"}
         else:

@@ -159,6 +159,7 @@ def test_bench_command_at_ci_size(tmp_path):
     sweep = json.loads((out / "frame_sweep.json").read_text())
     assert sweep["frames"] == [1, 2]
     assert (out / "frame_sweep.png").stat().st_size > 0 and (out / "bench.md").exists()
+    assert (out / "bench.png").stat().st_size > 0
     assert not [p for p in os.listdir(out) if p.endswith(".tmp") or ".tmp." in p]
     with pytest.raises(SystemExit):
         main(["--what", "everything"])

@@ -196,7 +196,7 @@ def test_optional_image_features(tmp_path, videos):
 
 
 def test_settings_validation(tmp_path):
-    with pytest.raises(ValueError, match="only 'uniform'"):
+    with pytest.raises(ValueError, match="only deterministic"):
         CacheSettings(num_frames=4, sampling="random", encoder="x")
     with pytest.raises(ValueError, match="must name the audio encoder"):
         CacheSettings(num_frames=4)

@@ -101,6 +101,32 @@ def test_decord_and_pyav_give_the_same_frames(media, sampling):
     assert (a.fps, a.n_frames, a.duration) == (b.fps, b.n_frames, b.duration)
 
 
+def test_pyav_seeks_in_long_videos_and_matches_sequential_decoding(tmp_path, monkeypatch):
+    path = write_video(str(tmp_path / "long.mp4"), n_frames=240, fps=8, size=32, audio=False,
+                       gop=12)
+    index = dio._PacketIndex(path)
+    assert index.count == 240 and index.keys[:3] == [0, 12, 24]
+    wanted = uniform_indices(240, 6).tolist()
+    assert index.seek_pays(wanted) and not index.seek_pays(list(range(240)))
+
+    def no_sequential(*a, **k):
+        raise AssertionError("decoded sequentially")
+
+    with monkeypatch.context() as m:
+        m.setattr(dio, "_decode_frames", no_sequential)
+        seeking = read_video(path, 6, None, backend="pyav")
+    with monkeypatch.context() as m:
+        m.setattr(dio._PacketIndex, "seek_pays", lambda self, wanted: False)
+        sequential = read_video(path, 6, None, backend="pyav")
+    assert seeking.indices.tolist() == sequential.indices.tolist() == wanted
+    np.testing.assert_array_equal(seeking.frames, sequential.frames)
+    np.testing.assert_allclose(seeking.times, np.array(wanted) / 8.0, atol=1e-6)
+    np.testing.assert_allclose(levels(seeking.frames), [frame_level(i) for i in wanted], atol=3)
+    if dio._decord is not None:
+        np.testing.assert_array_equal(read_video(path, 6, None, backend="decord").frames,
+                                      seeking.frames)
+
+
 def test_random_sampling_needs_a_seed_and_is_reproducible(media):
     a = read_video(media["mp4"], 4, 16, "random", 3, backend="pyav")
     b = read_video(media["mp4"], 4, 16, "random", np.random.default_rng(3), backend="pyav")

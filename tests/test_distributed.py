@@ -145,7 +145,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
            __file__, str(tmp_path)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     reference = everything(lambda m: m, range(8), tmp_path / "single")
 
     for k in (1, 2):                     # one step: loss and DDP-averaged gradients

@@ -2,10 +2,13 @@
 import json
 import os
 import sys
+from fractions import Fraction
 
+import av
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from eclipse_lite import saliency as S
 from eclipse_lite.attention import v2a_attention
@@ -13,7 +16,7 @@ from eclipse_lite.config import ModelConfig
 from eclipse_lite.model import ECLIPSE
 
 sys.path.insert(0, os.path.dirname(__file__))
-from data_fixtures import write_video  # noqa: E402
+from data_fixtures import _encode_audio, tone, write_video  # noqa: E402
 
 BOX = [0.5, 0.5, 1.0, 1.0]   # bottom-right quarter
 
@@ -223,3 +226,77 @@ def test_saliency_command_scores_and_draws(tmp_path):
     from PIL import Image
     with Image.open(out / "v0.gif") as gif:
         assert gif.n_frames == 6
+
+
+def test_pick_frames_skips_ambiguous_frames_and_other_kinds():
+    plan = {"events": [
+        _event("seen_heard", (0.0, 2.0), [0.0, 0.0, 0.4, 0.4], (0.0, 2.0)),
+        _event("seen_heard", (1.0, 3.0), [0.6, 0.6, 1.0, 1.0], (1.0, 3.0)),   # overlaps 1-2 s
+        _event("brief", (3.0, 4.0), [0.3, 0.3, 0.6, 0.6], (2.5, 4.5))]}
+    times = np.arange(16) / 4.0
+    picked = S._pick_frames(plan, times, per_event=10, seed=0, video_index=0)
+    assert [(k, e) for k, e, _ in picked] == [(0, 0), (1, 0), (2, 0), (3, 0),
+                                              (8, 1), (9, 1), (10, 1), (11, 1)]
+    with_brief = S._pick_frames(plan, times, 10, 0, 0, kinds=("seen_heard", "brief"))
+    assert [k for k, e, _ in with_brief if e == 2] == [12, 13, 14, 15]
+    two = S._pick_frames(plan, times, per_event=2, seed=5, video_index=0)
+    assert len(two) == 4 and two == S._pick_frames(plan, times, 2, 5, 0)   # seeded
+
+
+def _write_square_video(path, plan, size=64, fps=4, sample_rate=16000):
+    """Dark frames with a white square wherever the plan's first event is at frame time k / fps."""
+    from eclipse_lite.data.synth_visuals import box_at
+
+    n = int(round(plan["duration"] * fps))
+    with av.open(path, "w") as out:
+        vs = out.add_stream("libx264", rate=fps)
+        vs.width = vs.height = size
+        vs.pix_fmt = "yuv420p"
+        vs.options = {"preset": "ultrafast", "crf": "10"}
+        ast = out.add_stream("aac", rate=sample_rate)
+        ast.layout = "mono"
+        for k in range(n):
+            img = np.full((size, size, 3), 20, np.uint8)
+            box = box_at(plan["events"][0], k / fps)
+            if box is not None:
+                x0, y0, x1, y1 = (int(round(v * size)) for v in box)
+                img[y0:y1, x0:x1] = 235
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts, frame.time_base = k, Fraction(1, fps)
+            for packet in vs.encode(frame):
+                out.mux(packet)
+        for packet in vs.encode():
+            out.mux(packet)
+        _encode_audio(out, ast, tone(n / fps, sample_rate), sample_rate)
+
+
+def test_frames_boxes_and_maps_line_up(tmp_path, monkeypatch):
+    """A map that is the frame's own brightness must win the pointing game on videos whose only
+    bright thing is the sounding square — whatever it does (slide, bounce, grow) — which checks
+    that frame times, boxes and map coordinates are matched up through the whole pipeline."""
+    cfg = ModelConfig.preset("ci", image_size=64)          # 8 x 8 grid
+    motions = [("slide", [0.0, 0.1, 0.35, 0.45], [0.6, 0.5, 0.95, 0.85]),
+               ("grow", [0.55, 0.05, 0.95, 0.45], None), ("still", [0.1, 0.55, 0.45, 0.9], None)]
+    videos = []
+    for k, (motion, box, end) in enumerate(motions):
+        ev = _event("seen_heard", (0.0, 4.0), box, (0.0, 4.0), motion, end)
+        plan = {"id": f"m{k}", "duration": 4.0, "fps": 4, "events": [ev]}
+        path = str(tmp_path / f"m{k}.mp4")
+        _write_square_video(path, plan)
+        videos.append(S.VideoRecord(f"m{k}", path, plan))
+
+    def brightness(model, frames, audio, audio_mask=None, methods=("dot",), layers=None):
+        grey = frames.mean(dim=2).flatten(0, 1)[:, None]                  # [B*T, 1, H, W]
+        pooled = F.avg_pool2d(grey, cfg.patch_size)[:, 0]
+        return {m: pooled.reshape(*frames.shape[:2], *pooled.shape[-2:]) for m in methods}
+
+    monkeypatch.setattr(S, "compute_maps", brightness)
+    torch.manual_seed(0)
+    from eclipse_lite.audio import build_audio_encoder
+    result = S.evaluate_localisation(ECLIPSE(cfg), build_audio_encoder(cfg), videos, seeds=(0, 1),
+                                     frames_per_event=6, methods=("dot",), progress=False)
+    assert result["frames_scored"] == [18, 18]
+    assert result["summary"]["dot"]["pointing_game"]["mean"] == 1.0
+    assert result["summary"]["dot"]["miou"]["mean"] > 0.5
+    assert result["summary"]["random"]["pointing_game"]["mean"] < 0.6
+    assert result["bar"]["dot"]["passed"]

@@ -67,9 +67,8 @@ def test_class_lists():
 def test_same_seed_same_bytes(ci_dir, tmp_path):
     again = make_benchmark(tmp_path / "ci", size="ci", seed=0, workers=1, progress=False)
     assert _hashes(again) == _hashes(ci_dir)  # also: 1 worker == a pool of 2
-    other = make_benchmark(tmp_path / "ci_seed1", size="ci", seed=1, workers=1, progress=False)
-    assert (other / "test.jsonl").read_bytes() != (ci_dir / "test.jsonl").read_bytes()
-    assert (other / "videos" / "test_0000.mp4").read_bytes() != (ci_dir / "videos" / "test_0000.mp4").read_bytes()
+    other = synth._plan_split(SIZES["ci"], 1, "test")  # another seed, another benchmark
+    assert [c for _, c in other] != [row["captions"][0] for row in _manifest(ci_dir, "test")]
 
 
 def test_manifests_match_events(ci_dir, plans):
@@ -233,8 +232,9 @@ def test_captions_state_their_facts_and_fit(ci_dir, plans):
             for fact in oracle_mod.caption_facts(plans[row["id"]]):
                 for pattern in _fact_words(fact):
                     assert re.search(pattern, low), (fact, caption)
-            assert count_tokens(caption) <= 64 + 8, caption  # compact; meta.json reports the rate
     assert len(set(captions)) == len(captions)
+    tokens = [count_tokens(c) for c in captions]
+    assert np.mean(tokens) <= 56 and max(tokens) <= 72, tokens
     meta = json.loads((ci_dir / "meta.json").read_text())
     rate = np.mean([count_tokens(c) > 64 for c in captions])
     assert meta["caption_tokens"]["truncated_fraction"] == pytest.approx(rate)
@@ -314,13 +314,19 @@ def test_oracle_cli_on_ci(ci_dir, capsys):
 
 
 def test_tiny_calibration_matches_the_paper_shape():
-    """The tiny test split's plans (no media needed): audio weak, video strong, both best."""
+    """The tiny size's plans and captions (no media needed): audio weak, video strong, both best;
+    captions fit 64 tokens but for a few per cent."""
+    from eclipse_lite.tokenizer import count_tokens
+
     spec = SIZES["tiny"]
-    plans = [p for p, _ in synth._plan_split(spec, 0, "test")]
-    r = oracle_mod.oracle_metrics(plans)
+    test = synth._plan_split(spec, 0, "test")
+    r = oracle_mod.oracle_metrics([p for p, _ in test])
     assert r["audio"]["R@1"] <= 30.0
     assert 50.0 <= r["video"]["R@1"] <= 85.0
     assert r["both"]["R@1"] >= r["video"]["R@1"] + 10.0
+    captions = [c for split in ("train", "val") for _, c in synth._plan_split(spec, 0, split)]
+    captions += [c for _, c in test]
+    assert np.mean([count_tokens(c) > 64 for c in captions]) <= 0.05
 
 
 # ----------------------------------------------------------------------------- pretraining

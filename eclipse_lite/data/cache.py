@@ -62,7 +62,8 @@ class MissingFeaturesError(KeyError):
 class CacheSettings:
     """Everything that changes the cached numbers (part of every entry's key).
 
-    num_frames, sampling: which frames (only "uniform": random frames differ every epoch).
+    num_frames, sampling: which frames ("uniform" or "released"; random frames differ every
+      epoch and cannot be cached).
     sample_rate, window_s, placement: the audio window around each frame
       (``eclipse_lite.audio.audio_windows``).
     encoder, encoder_hash: the audio encoder's name and :func:`weights_hash` of its weights.
@@ -83,9 +84,10 @@ class CacheSettings:
     def __post_init__(self) -> None:
         if int(self.num_frames) <= 0:
             raise ValueError(f"CacheSettings.num_frames must be positive, got {self.num_frames}")
-        if self.sampling != "uniform":
-            raise ValueError(f"CacheSettings.sampling={self.sampling!r}: only 'uniform' frames "
-                             f"can be cached (random frames change every epoch)")
+        if self.sampling not in ("uniform", "released"):
+            raise ValueError(f"CacheSettings.sampling={self.sampling!r}: only deterministic "
+                             f"frames ('uniform', 'released') can be cached (random frames "
+                             f"change every epoch)")
         if int(self.sample_rate) <= 0 or not float(self.window_s) > 0:
             raise ValueError(f"CacheSettings needs a positive sample_rate and window_s, got "
                              f"{self.sample_rate}, {self.window_s}")
@@ -383,7 +385,7 @@ class _DecodeView(Dataset):
             stat = _video_stat(item.video_path)  # before decoding: a later change is stale
             clip = read_video(item.video_path, s.num_frames,
                               s.image_size if self.with_frames else None,
-                              sampling="uniform", backend=self.backend)
+                              sampling=s.sampling, backend=self.backend)
             wave, _ = read_audio(item.video_path, s.sample_rate)
         except (DecodeError, OSError) as e:
             return str(e)

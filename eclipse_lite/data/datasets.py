@@ -58,7 +58,9 @@ class Item:
     video_id:   unique name of the video within its dataset.
     video_path: the media file.
     captions:   the descriptions, in temporal order where known (non-empty strings).
-    segments:   ``[start_s, end_s]`` per caption, or None when the format has no times.
+    segments:   ``[start_s, end_s]`` per caption, or None when the format has no times. A single
+                paragraph caption may come with any number of segments (the times of the events
+                it describes, as in the bundled benchmark).
     """
 
     video_id: str
@@ -85,7 +87,7 @@ class Item:
             if not text.strip():
                 raise ValueError(f"{where}: caption {i} is empty")
         if self.segments is not None:
-            if len(self.segments) != len(self.captions):
+            if len(self.segments) != len(self.captions) and len(self.captions) != 1:
                 raise ValueError(f"{where}: {len(self.segments)} segments for "
                                  f"{len(self.captions)} captions")
             for i, seg in enumerate(self.segments):

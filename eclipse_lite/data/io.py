@@ -16,9 +16,10 @@ whose message starts with the file's path. Datasets catch it and skip the item (
 """
 from __future__ import annotations
 
+import bisect
 import os
 from dataclasses import dataclass
-from typing import List, Optional, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -191,25 +192,35 @@ def _read_pyav(path: str, num_frames: int, sampling: str, rng: RngLike) -> Video
             raise DecodeError(path, "unknown frame rate")
         declared = int(stream.frames or 0)
         container_s = container.duration / av.time_base if container.duration else None
-    # Without a frame count in the header (webm, mkv, some avi), count the video packets first:
-    # demuxing is much cheaper than decoding.
-    n = declared or _count_video_packets(path)
+    # One demuxing pass (no decoding; cheap) gives the frame count and the keyframes. Like
+    # decord's, the count comes from the packets actually present, not from the header.
+    index = _PacketIndex(path)
+    n = index.count
     if n <= 0:
         raise DecodeError(path, "no video frames")
-    indices = sample_indices(n, num_frames, sampling, rng)
-    got, decoded = _decode_frames(path, set(np.unique(indices).tolist()))
-    if decoded == 0:
-        raise DecodeError(path, "no decodable video frames")
-    if declared and decoded < declared * (1 - _TRUNCATION_SLACK) - 1:
-        raise DecodeError(path, f"truncated or corrupt: decoded {decoded} of the {declared} "
-                                f"frames its header declares")
-    if not declared and container_s and decoded / fps < 0.9 * container_s - 1.0:
-        raise DecodeError(path, f"truncated or corrupt: video ends at {decoded / fps:.1f} s of a "
+    if declared and n < declared * (1 - _TRUNCATION_SLACK) - 1:
+        raise DecodeError(path, f"truncated or corrupt: it holds {n} of the {declared} frames "
+                                f"its header declares")
+    if not declared and container_s and n / fps < 0.9 * container_s - 1.0:
+        raise DecodeError(path, f"truncated or corrupt: video ends at {n / fps:.1f} s of a "
                                 f"{container_s:.1f} s container")
-    if decoded != n:  # header count off by a frame or two: sample again from the true count
-        n = decoded
-        indices = sample_indices(n, num_frames, sampling, rng)
-        got, _ = _decode_frames(path, set(np.unique(indices).tolist()))
+    state = _rng_state(rng)
+    indices = sample_indices(n, num_frames, sampling, rng)
+    wanted = np.unique(indices).tolist()
+    got = None
+    if index.seek_pays(wanted):
+        got = _decode_seeking(path, index, wanted)  # None when the stream does not cooperate
+    if got is None:
+        got, decoded = _decode_frames(path, set(wanted))
+        if decoded == 0:
+            raise DecodeError(path, "no decodable video frames")
+        if decoded < n * (1 - _TRUNCATION_SLACK) - 1:
+            raise DecodeError(path, f"truncated or corrupt: decoded {decoded} of its {n} frames")
+        if decoded != n:  # packets without a picture: sample again from the true count
+            n = decoded
+            _restore_rng(rng, state)
+            indices = sample_indices(n, num_frames, sampling, rng)
+            got, _ = _decode_frames(path, set(np.unique(indices).tolist()))
     frames = np.stack([got[i][0] for i in indices])
     times = np.array([got[i][1] if got[i][1] is not None else i / fps for i in indices])
     return VideoClip(frames=frames, times=times, mask=first_occurrence(indices), indices=indices,
@@ -240,13 +251,92 @@ def _decode_frames(path: str, wanted: set) -> Tuple[dict, int]:
     return got, count
 
 
-def _count_video_packets(path: str) -> int:
+class _PacketIndex:
+    """The video packets of a file, from one demuxing pass without decoding.
+
+    ``count``: packets with data (= frames for every common codec); ``pts``: their presentation
+    timestamps sorted, so frame ``i`` (presentation order) has ``pts[i]``; ``keys``: the
+    presentation indices of keyframes. ``pts`` is None when some packet has no timestamp.
+    """
+
+    # A seek flushes the decoder and re-reads from a keyframe; count it as decoding a few frames.
+    SEEK_COST = 4
+
+    def __init__(self, path: str):
+        stamps, key_stamps, count = [], [], 0
+        try:
+            with av.open(path) as container:
+                stream = container.streams.video[0]
+                _discard_others(container, stream)
+                for packet in container.demux(stream):
+                    if packet.size <= 0:
+                        continue
+                    count += 1
+                    stamps.append(packet.pts)
+                    if packet.is_keyframe:
+                        key_stamps.append(packet.pts)
+        except Exception as e:
+            raise DecodeError(path, f"cannot read packets ({_first_line(e)})") from e
+        self.count = count
+        self.pts: Optional[List[int]] = None
+        self.keys: List[int] = []
+        if count and None not in stamps and len(set(stamps)) == count:
+            self.pts = sorted(stamps)
+            where = {p: i for i, p in enumerate(self.pts)}
+            self.keys = sorted(where[p] for p in key_stamps)
+
+    def key_before(self, i: int) -> int:
+        """Presentation index of the last keyframe at or before frame ``i`` (0 if none)."""
+        j = bisect.bisect_right(self.keys, i) - 1
+        return self.keys[j] if j >= 0 else 0
+
+    def seek_pays(self, wanted: Sequence[int]) -> bool:
+        """True when seeking to the keyframe before each wanted frame decodes clearly fewer
+        frames than one sequential pass (long videos with frequent keyframes)."""
+        if self.pts is None or len(self.keys) < 2:
+            return False
+        cost, pos = 0, 0
+        for i in wanted:
+            k = self.key_before(i)
+            cost += (i - k + 1 + self.SEEK_COST) if k > pos else (i - pos + 1)
+            pos = i + 1
+        return cost < 0.85 * self.count
+
+
+def _decode_seeking(path: str, index: _PacketIndex, wanted: Sequence[int]) -> Optional[dict]:
+    """Decode the ``wanted`` frames (sorted presentation indices) by seeking to the keyframe
+    before each one that lies beyond the next keyframe; frames are identified by their
+    timestamps, so the result equals sequential decoding. None if the stream does not behave
+    (missing timestamps, a seek that overshoots): the caller then decodes sequentially."""
+    got = {}
     try:
         with av.open(path) as container:
             stream = container.streams.video[0]
-            return sum(1 for p in container.demux(stream) if p.size > 0)
+            stream.thread_type = "AUTO"
+            _discard_others(container, stream)
+            start = stream.start_time or 0
+            tb = stream.time_base
+            frames, pos = None, 0
+            for i in wanted:
+                k = index.key_before(i)
+                if frames is None or k > pos:
+                    if k > 0 or frames is not None:
+                        container.seek(index.pts[k], stream=stream, backward=True,
+                                       any_frame=False)
+                    frames = container.decode(stream)
+                target = index.pts[i]
+                for frame in frames:
+                    if frame.pts is None or frame.pts > target:
+                        return None
+                    if frame.pts == target:
+                        got[i] = (frame.to_ndarray(format="rgb24"), float((target - start) * tb))
+                        break
+                else:
+                    return None
+                pos = i + 1
     except Exception as e:
-        raise DecodeError(path, f"cannot read packets ({_first_line(e)})") from e
+        raise DecodeError(path, f"decoding failed ({_first_line(e)})") from e
+    return got
 
 
 def _stream_fps(stream) -> Optional[float]:

@@ -118,7 +118,8 @@ def _fingerprint(manifest: Path, dataset, encoder: Optional[nn.Module]) -> str:
     h.update(f"{manifest.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())
     h.update(json.dumps([dataset.num_frames, dataset.image_size, dataset.sampling,
                          dataset.sample_rate, dataset.audio_window_s,
-                         getattr(dataset, "audio_placement", "centred")]).encode())
+                         getattr(dataset, "audio_placement", "centred"),
+                         getattr(dataset, "seed", 0) if dataset.sampling == "random" else None]).encode())
     if encoder is not None:
         for k, v in sorted(encoder.state_dict().items()):
             h.update(k.encode())

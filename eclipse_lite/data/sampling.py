@@ -10,8 +10,10 @@ of them. The video is cut into ``T`` equal segments; the appendix ablation (Tabl
 Both come as frame indices (for decoders) and as times in seconds (for streams that are not
 frame based). The authors' released loader (CLIP4Clip's ``slice_framepos=2``) instead takes
 ``np.linspace(0, n - 1, T)`` rounded down, which includes the first and last frames; it is
-available as ``"released"`` for index sampling. A video with fewer frames than requested repeats frames; :func:`first_occurrence`
-gives the mask that marks the repeats so that pooling does not count a frame twice.
+available as ``"released"`` for index sampling.
+
+A video with fewer frames than requested repeats frames; :func:`first_occurrence` gives the
+mask that marks the repeats so that pooling does not count a frame twice.
 """
 from __future__ import annotations
 

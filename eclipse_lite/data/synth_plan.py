@@ -22,10 +22,11 @@ visual is on screen. ``heard_only`` sounds come from off screen (no box).
 Calibration (see ``oracle.py`` and ``data/README.md``). The paper's finding is that audio alone is
 weak (2.7 R@1), video alone strong (40.7) and both best (42.3). Here that comes from:
   * most caption facts are visual: 3-4 described events, most with a visual (object + place or
-    motion), the background named in most captions;
+    motion), and the background named in 30 % of captions;
   * each caption names only 1-2 sound classes (its ``palette``, reused when several events sound),
-    drawn from 22 classes shared by every video, under an ambient bed and 0-3 quieter uncaptioned
-    distractor sounds - so audio alone rarely singles out one video;
+    drawn from 22 classes shared by every video, under an ambient bed and 0-4 uncaptioned
+    distractors (each a small silent object or a quieter sound) - so audio alone rarely singles out
+    one video;
   * a minority of facts escape 8 uniform frames: sounds from off screen, and ``brief`` visuals
     placed strictly between two of the 8 uniformly sampled frames (margin ``brief_margin``) whose
     sound lasts longer, so the audio windows around the frames still hear them.
@@ -52,7 +53,7 @@ MOTION_WEIGHTS = {"still": 0.40, "slide": 0.25, "bounce": 0.15, "grow": 0.20}
 MAX_CAPTIONED = 4          # events a caption describes (the rest of the 3-8 are distractors)
 PALETTE_SIZES = (1, 2)     # distinct sound classes a caption names ...
 PALETTE_P = (0.5, 0.5)     # ... and how often
-MAX_DISTRACTORS = 3
+MAX_DISTRACTORS = 3        # distractors drawn before the cap above turns surplus events into more
 BACKGROUND_IN_CAPTION_P = 0.3
 OBJECT_SIDE = (0.28, 0.38)      # side of a described object's box (fraction of the frame)
 DISTRACTOR_SIDE = (0.18, 0.26)

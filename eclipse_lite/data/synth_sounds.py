@@ -253,16 +253,16 @@ def render_sound(name: str, rng: np.random.Generator, n: int, sample_rate: int =
 
 
 def ambient_bed(rng: np.random.Generator, n: int, sample_rate: int = 16000) -> np.ndarray:
-    """The uncaptioned background of a video: 1/f^a noise (a in 0.5..2) with a slow swell and a
-    faint mains-like hum, float32 [n] at RMS 0.02-0.04 (about 8-14 dB under an event)."""
-    from scipy.fft import irfft, next_fast_len, rfft
+    """The uncaptioned background of a video, float32 [n] at RMS 0.02-0.04 (8-14 dB under an event).
 
-    m = next_fast_len(n, real=True)  # an FFT-friendly length (a prime n would take seconds)
-    spec = rfft(rng.standard_normal(m))
-    freqs = np.fft.rfftfreq(m, 1.0 / sample_rate)
-    spec *= 1.0 / np.maximum(freqs, 20.0) ** (rng.uniform(0.5, 2.0) / 2)
-    noise = irfft(spec, m)[:n].astype(np.float32)
-    t = np.arange(n) / sample_rate
-    noise *= (1 + 0.4 * np.sin(2 * np.pi * rng.uniform(0.02, 0.1) * t + rng.uniform(0, 6.3))).astype(np.float32)
-    hum = 0.15 * _tone(rng.choice([50.0, 60.0]), n, sample_rate) * rng.uniform(0, 1)
+    White noise through a one-pole low-pass whose pole (0..0.995) sets the colour, from hiss to
+    rumble, with a slow swell (period 10-50 s) and a faint mains-like hum at 50 or 60 Hz.
+    """
+    from scipy.signal import lfilter
+
+    pole = rng.uniform(0.0, 0.995)
+    noise = lfilter([1.0 - pole], [1.0, -pole], rng.standard_normal(n, dtype=np.float32)).astype(np.float32)
+    t = np.arange(n, dtype=np.float32) / sample_rate
+    noise *= 1 + 0.4 * np.sin(2 * np.pi * rng.uniform(0.02, 0.1) * t + rng.uniform(0, 6.3)).astype(np.float32)
+    hum = 0.15 * rng.uniform(0, 1) * np.sin(2 * np.pi * rng.choice([50.0, 60.0]) * t).astype(np.float32)
     return rms_normalise(rms_normalise(noise) + hum * TARGET_RMS, float(rng.uniform(0.02, 0.04)))
