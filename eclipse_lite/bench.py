@@ -24,8 +24,9 @@ How things are counted
     reset, and freed memory stays resident, so two models in one process would blur).
   * Throughput: samples/s = batch / median wall time of the timed steps (each step timed on its
     own after ``warmup`` untimed steps, ``torch.cuda.synchronize`` before reading the clock on
-    CUDA); the median resists other processes stealing the CPU. The mean is kept as
-    ``samples_per_s_mean``. A training sample is one
+    CUDA); the median resists other processes stealing the CPU. Also kept: the mean
+    (``samples_per_s_mean``) and the fastest step (``samples_per_s_best``, the least disturbed
+    estimate on a shared machine). A training sample is one
     video-caption pair through forward, backward and an AdamW step; an inference sample is one
     video embedding and one caption embedding.
   * Ratios are always taken between measurements made in one call, one after the other, on the
@@ -309,8 +310,11 @@ def _sync(device: torch.device) -> None:
 
 
 def _measure_here(cfg: ModelConfig, mode: str, batch: int, steps: int, warmup: int,
-                  device: torch.device, amp: bool, audio_encoder: bool, seed: int) -> Dict[str, Any]:
+                  device: torch.device, amp: bool, audio_encoder: bool, seed: int,
+                  threads: Optional[int] = None) -> Dict[str, Any]:
     """One configuration in this process (see :func:`measure`)."""
+    if threads is not None:
+        torch.set_num_threads(int(threads))
     torch.manual_seed(seed)
     if device.type == "cuda":
         gc.collect()
@@ -368,7 +372,9 @@ def _measure_here(cfg: ModelConfig, mode: str, batch: int, steps: int, warmup: i
                               "audio_encoder": encoder is not None,
                               "step_seconds": times, "seconds_per_step": median,
                               "samples_per_s": batch / median,
-                              "samples_per_s_mean": batch * steps / sum(times)}
+                              "samples_per_s_best": batch / min(times),
+                              "samples_per_s_mean": batch * steps / sum(times),
+                              "torch_threads": torch.get_num_threads()}
     if device.type == "cuda":
         result["peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
         result["memory_kind"] = "torch.cuda.max_memory_allocated"
@@ -389,7 +395,8 @@ def _measure_here(cfg: ModelConfig, mode: str, batch: int, steps: int, warmup: i
 def measure(cfg: ModelConfig, mode: str = "infer", batch: int = 1, steps: int = 3,
             warmup: int = 1, device: Optional[str] = None, amp: Optional[bool] = None,
             audio_encoder: bool = False, isolate: Optional[bool] = None,
-            seed: int = 0, timeout_s: float = 3600.0) -> Dict[str, Any]:
+            seed: int = 0, threads: Optional[int] = None,
+            timeout_s: float = 3600.0) -> Dict[str, Any]:
     """Peak memory and throughput of one configuration.
 
     Args:
@@ -402,6 +409,7 @@ def measure(cfg: ModelConfig, mode: str = "infer", batch: int = 1, steps: int = 
       audio_encoder: run the (frozen) audio encoder on raw windows inside each step; default off:
                      precomputed per-frame embeddings, as the paper trains.
       isolate:       run in a fresh child process (default: on CPU, where the peak RSS needs it).
+      threads:       CPU threads for torch (default: torch's default; in-process runs keep it set).
     Returns a dict with "samples_per_s" (from the median step), "seconds_per_step",
     "step_seconds", "peak_memory_mb" (see the module
     docstring for what is measured on each device) and the settings.
@@ -416,14 +424,14 @@ def measure(cfg: ModelConfig, mode: str = "infer", batch: int = 1, steps: int = 
     isolate = (dev.type == "cpu") if isolate is None else bool(isolate)
     if not isolate:
         result = _measure_here(cfg, mode, int(batch), int(steps), int(warmup), dev, amp,
-                               audio_encoder, seed)
+                               audio_encoder, seed, threads)
         if dev.type == "cpu":  # peak RSS of a shared process says nothing about this model
             result["peak_memory_mb"] = None
             result["memory_kind"] = "not measured (CPU memory needs isolate=True)"
         return result
     spec = {"config": cfg.to_dict(), "mode": mode, "batch": int(batch), "steps": int(steps),
             "warmup": int(warmup), "device": str(dev), "amp": amp,
-            "audio_encoder": bool(audio_encoder), "seed": int(seed)}
+            "audio_encoder": bool(audio_encoder), "seed": int(seed), "threads": threads}
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -443,7 +451,7 @@ def _worker(spec_json: str) -> None:
     cfg = ModelConfig.from_dict(spec["config"])
     result = _measure_here(cfg, spec["mode"], spec["batch"], spec["steps"], spec["warmup"],
                            torch.device(spec["device"]), spec["amp"], spec["audio_encoder"],
-                           spec["seed"])
+                           spec["seed"], spec.get("threads"))
     print("BENCH_RESULT " + json.dumps(result), flush=True)
 
 
@@ -460,7 +468,7 @@ def compare(cfg: ModelConfig, video_frames: Optional[int] = None,
             device: Optional[str] = None, amp: Optional[bool] = None,
             audio_encoder: bool = False, isolate: Optional[bool] = None,
             measure_speed: bool = True, audio_frontend: Optional[str] = None,
-            repeats: int = 1) -> Dict[str, Any]:
+            repeats: int = 1, threads: Optional[int] = None) -> Dict[str, Any]:
     """Video-only with ``video_frames`` against ECLIPSE with ``eclipse_frames``, in one run.
 
     The ECLIPSE row uses ``cfg.fusion`` when it is audiovisual ("eclipse", "a2v", "joint"), else
@@ -499,7 +507,7 @@ def compare(cfg: ModelConfig, video_frames: Optional[int] = None,
                 for key, c in rows.items():
                     runs[key].append(measure(c, mode, batch=batch, steps=steps, warmup=warmup,
                                              device=device, amp=amp, audio_encoder=audio_encoder,
-                                             isolate=isolate))
+                                             isolate=isolate, threads=threads))
             for key in rows:
                 out["rows"][key][mode] = _combine(runs[key])
     v, e = out["rows"]["video_only"], out["rows"]["eclipse"]
@@ -515,7 +523,7 @@ def compare(cfg: ModelConfig, video_frames: Optional[int] = None,
         "memory": PAPER_TABLE2["video_only"]["memory_mb"] / PAPER_TABLE2["eclipse"]["memory_mb"],
         "speed": PAPER_TABLE2["eclipse"]["samples_per_s"] / PAPER_TABLE2["video_only"]["samples_per_s"]}
     out["settings"] = {"batch": batch, "steps": steps, "warmup": warmup, "modes": list(modes),
-                       "repeats": int(repeats),
+                       "repeats": int(repeats), "threads": threads,
                        "audio_encoder_in_step": audio_encoder, "audio_frontend": audio_frontend or "logmel"}
     return out
 
@@ -527,6 +535,7 @@ def _combine(runs: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     out = dict(runs[0])
     speed = float(statistics.median(r["samples_per_s"] for r in runs))
     out.update(samples_per_s=speed, seconds_per_step=out["batch"] / speed,
+               samples_per_s_best=max(r["samples_per_s_best"] for r in runs),
                samples_per_s_runs=[r["samples_per_s"] for r in runs], repeats=len(runs))
     mems = [r["peak_memory_mb"] for r in runs if r["peak_memory_mb"] is not None]
     out["peak_memory_mb"] = max(mems) if mems else None
@@ -603,6 +612,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=4, help="videos per step (default 4)")
     p.add_argument("--steps", type=int, default=3, help="timed steps (default 3)")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps first (default 1)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads in the measurements (default: torch's default)")
     p.add_argument("--repeats", type=int, default=1,
                    help="alternate the two models this many times; median speed (default 1)")
     p.add_argument("--video-frames", type=int, default=None,
@@ -641,7 +652,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                          modes=args.modes, steps=args.steps, warmup=args.warmup,
                          device=args.device, amp=args.amp, audio_encoder=args.audio_encoder,
                          isolate=args.isolate, measure_speed="memory" in args.what,
-                         audio_frontend=frontend, repeats=args.repeats)
+                         audio_frontend=frontend, repeats=args.repeats, threads=args.threads)
         result["command"] = "python -m eclipse_lite.bench " + " ".join(
             sys.argv[1:] if argv is None else list(argv))
         path = os.path.join(args.out, "bench.json")

@@ -48,8 +48,12 @@ def test_empty_caption_fails_at_load_time_naming_the_item(clips):
         ci_dataset([item])
     with pytest.raises(ValueError, match="captions must be a list"):
         Item("vid9", clips["good"], "a string is not a list")
-    with pytest.raises(ValueError, match="2 segments for 1 captions"):
-        Item("vid9", clips["good"], ["a"], [(0, 1), (1, 2)])
+    with pytest.raises(ValueError, match="1 segments for 2 captions"):
+        Item("vid9", clips["good"], ["a", "b"], [(0, 1)])
+    # one paragraph caption may carry the times of all the events it describes
+    assert len(Item("vid9", clips["good"], ["a. b."], [(0, 1), (1, 2)]).segments) == 2
+    with pytest.raises(ValueError, match="segment 0"):
+        Item("vid9", clips["good"], ["a"], [(0, float("nan"))])
 
 
 def test_join_paragraph():

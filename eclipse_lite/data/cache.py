@@ -301,15 +301,16 @@ class FeatureCache:
         settings = _as_settings(settings)
         if image_encoder_fn is not None and not settings.image_size:
             raise ValueError("image_encoder_fn needs settings.image_size")
+        ids = [it.video_id for it in items]
+        if len(set(ids)) != len(ids):
+            dup = sorted({v for v in ids if ids.count(v) > 1})[:5]
+            raise ValueError(f"items have duplicate video_ids: {dup}")
         self.settings = settings
         for tmp in glob.glob(os.path.join(self.root, _TMP_PATTERN)):
             os.remove(tmp)  # left by a crashed build; never visible to readers
         atomic_write_bytes(os.path.join(self.root, _SETTINGS_FILE),
                            json.dumps({"format": CACHE_FORMAT, "settings": settings.to_dict()},
                                       indent=2, sort_keys=True).encode())
-        ids = [it.video_id for it in items]
-        if len(set(ids)) != len(ids):
-            raise ValueError("items have duplicate video_ids")
         todo = [it for it in items if not self.is_fresh(it.video_id, it.video_path)]
         report: Dict[str, Any] = {"computed": 0, "cached": len(items) - len(todo), "failed": []}
         loader = DataLoader(_DecodeView(todo, settings, backend, image_encoder_fn is not None),

@@ -15,7 +15,7 @@ where the pixels are.
 from __future__ import annotations
 
 import functools
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
 import numpy as np
 
