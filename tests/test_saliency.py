@@ -16,7 +16,7 @@ from eclipse_lite.config import ModelConfig
 from eclipse_lite.model import ECLIPSE
 
 sys.path.insert(0, os.path.dirname(__file__))
-from data_fixtures import _encode_audio, tone, write_video  # noqa: E402
+from data_fixtures import write_video  # noqa: E402
 
 BOX = [0.5, 0.5, 1.0, 1.0]   # bottom-right quarter
 
@@ -243,6 +243,25 @@ def test_pick_frames_skips_ambiguous_frames_and_other_kinds():
     assert len(two) == 4 and two == S._pick_frames(plan, times, 2, 5, 0)   # seeded
 
 
+def _mux_tone(out, stream, seconds, rate, freq=440.0):
+    """Encode a sine of ``seconds`` into the audio ``stream`` of container ``out``."""
+    samples = (0.3 * np.sin(2 * np.pi * freq * np.arange(int(seconds * rate)) / rate)).astype(np.float32)
+    resampler = av.AudioResampler(format=stream.codec_context.format.name, layout="mono", rate=rate)
+    step = stream.codec_context.frame_size or 1024
+    for start in range(0, len(samples), step):
+        frame = av.AudioFrame.from_ndarray(samples[None, start:start + step], format="fltp",
+                                           layout="mono")
+        frame.sample_rate, frame.pts = rate, start
+        for f in resampler.resample(frame):
+            for packet in stream.encode(f):
+                out.mux(packet)
+    for f in resampler.resample(None):
+        for packet in stream.encode(f):
+            out.mux(packet)
+    for packet in stream.encode():
+        out.mux(packet)
+
+
 def _write_square_video(path, plan, size=64, fps=4, sample_rate=16000):
     """Dark frames with a white square wherever the plan's first event is at frame time k / fps."""
     from eclipse_lite.data.synth_visuals import box_at
@@ -267,7 +286,7 @@ def _write_square_video(path, plan, size=64, fps=4, sample_rate=16000):
                 out.mux(packet)
         for packet in vs.encode():
             out.mux(packet)
-        _encode_audio(out, ast, tone(n / fps, sample_rate), sample_rate)
+        _mux_tone(out, ast, n / fps, sample_rate)
 
 
 def test_frames_boxes_and_maps_line_up(tmp_path, monkeypatch):
