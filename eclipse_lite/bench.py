@@ -37,7 +37,6 @@ Command line: ``python -m eclipse_lite.bench --preset tiny --out runs/bench`` (s
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import gc
 import json
 import os
@@ -71,50 +70,15 @@ DEFAULT_SWEEP = (8, 16, 32, 64, 96)
 
 
 # ============================================================================ configs
-def _coerce(key: str, raw: str, default: Any) -> Any:
-    """Turn the text of ``--set key=value`` into the type of the field's default."""
-    low = raw.strip().lower()
-    if key == "av_layers":
-        if low in ("none", "null", "all"):
-            return None
-        parts = [p for p in low.strip("[]() ").replace(",", " ").split() if p]
-        try:
-            return tuple(int(p) for p in parts)
-        except ValueError:
-            raise ValueError(f"--set av_layers={raw!r}: expected layer indices like 0,1,2 "
-                             f"(or 'all')") from None
-    if isinstance(default, bool):
-        if low in ("1", "true", "yes", "on"):
-            return True
-        if low in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"--set {key}={raw!r}: expected true or false")
-    try:
-        if isinstance(default, int):
-            return int(raw)
-        if isinstance(default, float):
-            return float(raw)
-    except ValueError:
-        raise ValueError(f"--set {key}={raw!r}: expected a {type(default).__name__}") from None
-    return raw.strip()
-
-
 def parse_overrides(pairs: Optional[Sequence[str]]) -> Dict[str, Any]:
     """``["fusion=none", "num_frames=16"]`` → ``{"fusion": "none", "num_frames": 16}``.
 
-    Values take the type of the :class:`ModelConfig` field (int, float, bool, str;
-    ``av_layers`` as ``0,1,2`` or ``all``). Unknown keys raise ``ValueError`` listing the known ones.
+    Typed by the :class:`ModelConfig` field (``eclipse_lite.overrides``, shared with the other
+    commands); an unknown key raises ``ValueError`` listing the known ones.
     """
-    fields = {f.name: f for f in dataclasses.fields(ModelConfig)}
-    out: Dict[str, Any] = {}
-    for pair in pairs or ():
-        if "=" not in pair:
-            raise ValueError(f"--set expects key=value, got {pair!r}")
-        key, raw = (s.strip() for s in pair.split("=", 1))
-        if key not in fields:
-            raise ValueError(f"--set {key}: unknown ModelConfig field; known: {sorted(fields)}")
-        out[key] = _coerce(key, raw, fields[key].default)
-    return out
+    from .overrides import parse_sets
+
+    return parse_sets(pairs, ModelConfig)[0]
 
 
 def config_from_args(preset: str, sets: Optional[Sequence[str]] = None) -> ModelConfig:

@@ -75,7 +75,8 @@ __all__ = ["METHODS", "BASELINES", "saliency_maps", "compute_maps", "trace_layer
            "normalise_maps", "upsample_maps", "heatmaps", "overlay", "box_masks",
            "pointing_hits", "map_ious", "score_maps", "centre_prior_maps", "random_maps",
            "summarise_seeds", "beats_baselines", "load_plans", "sounding_sources",
-           "VideoRecord", "evaluate_localisation", "main"]
+           "VideoRecord", "evaluate_localisation", "find_videos", "find_audio_encoder",
+           "load_audio_encoder", "format_scores", "main"]
 
 METHODS = ("dot", "dot_projected", "v2a")
 BASELINES = ("centre_prior", "random")
@@ -779,17 +780,32 @@ def load_audio_encoder(cfg: ModelConfig, path: Optional[str]) -> torch.nn.Module
 AUDIO_ENCODER_FILES = ("audio_encoder.safetensors", "audio_encoder.pt", "audio_encoder.pth")
 
 
-def _load_checkpoint(path: str, audio_encoder: Optional[str]) -> Tuple[ECLIPSE, torch.nn.Module]:
-    model = ECLIPSE.from_pretrained(path)
-    enc_path = audio_encoder
-    if enc_path is None:
-        found = [os.path.join(path, f) for f in AUDIO_ENCODER_FILES
-                 if os.path.isfile(os.path.join(path, f))]
-        if not found:
-            raise FileNotFoundError(f"{path}: no audio encoder weights ({', '.join(AUDIO_ENCODER_FILES)}); "
-                                    f"pass --audio-encoder PATH")
-        enc_path = found[0]
-    return model, load_audio_encoder(model.config, enc_path)
+def find_audio_encoder(checkpoint: str, cfg: ModelConfig, data_dir: Optional[str] = None) -> str:
+    """The audio encoder weights that go with a fine-tuned ``checkpoint``.
+
+    In order: ``checkpoint/audio_encoder.safetensors`` (written when the encoder was fine-tuned),
+    then the frozen pretrained encoder of the benchmark, ``data_dir/pretrained/<preset>-*/
+    audio.safetensors`` (``eclipse_lite.pretrain``'s cache) when exactly one matches.
+    Raises ``FileNotFoundError`` naming what was looked for.
+    """
+    for name in AUDIO_ENCODER_FILES:
+        if os.path.isfile(os.path.join(checkpoint, name)):
+            return os.path.join(checkpoint, name)
+    looked = [os.path.join(checkpoint, AUDIO_ENCODER_FILES[0])]
+    if data_dir is not None:
+        import glob
+
+        pattern = os.path.join(data_dir, "pretrained", f"{cfg.name}-*", "audio.safetensors")
+        found = sorted(glob.glob(pattern))
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            raise FileNotFoundError(f"several pretrained audio encoders match {pattern}: {found}; "
+                                    f"pass the one the checkpoint was trained with as "
+                                    f"--audio-encoder")
+        looked.append(pattern)
+    raise FileNotFoundError(f"no audio encoder weights for {checkpoint} (looked for "
+                            f"{' and '.join(looked)}); pass --audio-encoder PATH")
 
 
 def find_videos(data_dir: str, split: str = "test", events: Optional[str] = None,
@@ -840,7 +856,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "i mod count); without it a randomly initialised model (maps meaningless)")
     p.add_argument("--audio-encoder", action="append", default=[],
                    help="audio encoder weights per checkpoint (default CHECKPOINT/"
-                        "audio_encoder.safetensors)")
+                        "audio_encoder.safetensors, else the benchmark's pretrained encoder "
+                        "DATA/pretrained/<preset>-*/audio.safetensors)")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--methods", default=",".join(METHODS),
                    help=f"maps to compute, first one drawn in the GIFs (default {','.join(METHODS)})")
@@ -874,18 +891,20 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         if args.audio_encoder and len(args.audio_encoder) != len(args.checkpoint):
             raise ValueError(f"{len(args.audio_encoder)} --audio-encoder for "
                              f"{len(args.checkpoint)} --checkpoint")
-        pairs = [_load_checkpoint(c, args.audio_encoder[i] if args.audio_encoder else None)
-                 for i, c in enumerate(args.checkpoint)]
-        models, encoders = [m for m, _ in pairs], [e for _, e in pairs]
+        models = [ECLIPSE.from_pretrained(c) for c in args.checkpoint]
+        data = args.data or os.path.join("data", "generated", models[0].config.name)
+        paths = args.audio_encoder or [find_audio_encoder(c, m.config, data)
+                                       for c, m in zip(args.checkpoint, models)]
+        encoders = [load_audio_encoder(m.config, p) for m, p in zip(models, paths)]
     else:
         warnings.warn("no --checkpoint: scoring a randomly initialised model; its maps are "
                       "meaningless (use this to check the pipeline only)", stacklevel=2)
         torch.manual_seed(seeds[0])
         cfg = config_from_args(args.preset, args.sets)
-        models, encoders = [ECLIPSE(cfg)], [build_audio_encoder(cfg).eval()]
+        models, encoders, paths = [ECLIPSE(cfg)], [build_audio_encoder(cfg).eval()], []
+        data = args.data or os.path.join("data", "generated", cfg.name)
     models = [m.to(device) for m in models]
     encoders = [e.to(device) for e in encoders]
-    data = args.data or os.path.join("data", "generated", models[0].config.name)
     videos = find_videos(data, args.split, args.events, args.manifest)
     if args.max_videos is not None:
         videos = videos[:max(1, int(args.max_videos))]
@@ -894,6 +913,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                                    gif_frames=args.gif_frames, display_size=args.display_size,
                                    max_picture_videos=args.pictures, kinds=_comma(args.kinds))
     result["checkpoints"] = list(args.checkpoint)
+    result["audio_encoders"] = list(paths)
     result["data"] = data
     from .checkpoints import atomic_write_text
     from .viz import plot_localisation_scores, save_figure

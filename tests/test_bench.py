@@ -115,11 +115,11 @@ def test_parse_overrides_types_and_errors():
     assert got == {"fusion": "none", "num_frames": 16, "audio_window_s": 5.0,
                    "gradient_checkpointing": True, "av_layers": (0, 2)}
     assert parse_overrides(["av_layers=all"]) == {"av_layers": None}
-    with pytest.raises(ValueError, match="unknown ModelConfig field"):
+    with pytest.raises(ValueError, match="unknown setting"):
         parse_overrides(["frames=3"])
     with pytest.raises(ValueError, match="key=value"):
         parse_overrides(["fusion"])
-    with pytest.raises(ValueError, match="expected a int"):
+    with pytest.raises(ValueError, match="expected a number"):
         parse_overrides(["num_frames=many"])
 
 

@@ -227,6 +227,38 @@ def test_saliency_command_scores_and_draws(tmp_path):
     with Image.open(out / "v0.gif") as gif:
         assert gif.n_frames == 6
 
+    # a fine-tuned checkpoint whose frozen audio encoder sits in the benchmark's pretrained cache
+    from eclipse_lite.audio import build_audio_encoder
+    from eclipse_lite.checkpoints import atomic_save_safetensors
+    cfg = ModelConfig.preset("ci")
+    torch.manual_seed(1)
+    ECLIPSE(cfg).save_pretrained(tmp_path / "run" / "best")
+    encoder = build_audio_encoder(cfg)
+    atomic_save_safetensors(encoder.state_dict(), data / "pretrained" / "ci-abc" / "audio.safetensors")
+    got = S.main(["--checkpoint", str(tmp_path / "run" / "best"), "--data", str(data), "--out",
+                  str(tmp_path / "out2"), "--seeds", "3", "--methods", "dot", "--pictures", "0"])
+    assert got["audio_encoders"] == [str(data / "pretrained" / "ci-abc" / "audio.safetensors")]
+    assert got["seeds"] == [3] and set(got["summary"]) == {"dot", "dot_shuffled_audio",
+                                                            "centre_prior", "random"}
+    assert not list((tmp_path / "out2").glob("*.gif"))
+
+
+def test_find_audio_encoder_prefers_the_checkpoint_and_refuses_ambiguity(tmp_path):
+    cfg = ModelConfig.preset("ci")
+    ckpt, data = tmp_path / "ckpt", tmp_path / "data"
+    ckpt.mkdir()
+    with pytest.raises(FileNotFoundError, match="--audio-encoder"):
+        S.find_audio_encoder(str(ckpt), cfg, str(data))
+    for key in ("ci-a", "ci-b", "tiny-c"):
+        (data / "pretrained" / key).mkdir(parents=True)
+        (data / "pretrained" / key / "audio.safetensors").write_bytes(b"x")
+    with pytest.raises(FileNotFoundError, match="several"):
+        S.find_audio_encoder(str(ckpt), cfg, str(data))
+    assert S.find_audio_encoder(str(ckpt), cfg.replace(name="tiny"), str(data)).endswith(
+        os.path.join("tiny-c", "audio.safetensors"))
+    (ckpt / "audio_encoder.safetensors").write_bytes(b"x")
+    assert S.find_audio_encoder(str(ckpt), cfg, str(data)) == str(ckpt / "audio_encoder.safetensors")
+
 
 def test_pick_frames_skips_ambiguous_frames_and_other_kinds():
     plan = {"events": [
