@@ -94,14 +94,19 @@ class AudioVisualBlock(nn.Module):
             dv, da = self.a2v_proj(dv), self.v2a_proj(da)
         else:
             if self.a2v_mode == "reverse_norm":
-                dv = a2v_reverse_norm(self.a2v_attn, vn, an)
-            elif need_weights:
-                dv, weights = a2v_attention(self.a2v_attn, vn, an, audio_mask, need_weights=True)
+                dv = self.a2v_proj(a2v_reverse_norm(self.a2v_attn, vn, an))
+            elif an.shape[1] == 1 and not need_weights:
+                # One audio token per frame: Eq. 3's softmax runs over a single key, so every
+                # frame token receives the same out_proj(v_proj(a_t)). Computing it once per
+                # frame and broadcasting is exact and skips Q, K and L - 1 copies of the rest.
+                a2v = self.a2v_attn.out_proj(self.a2v_attn.v_proj(an))            # [N, 1, D]
+                dv = self.a2v_proj(a2v).expand(-1, video.shape[1], -1)
             else:
-                dv = a2v_attention(self.a2v_attn, vn, an, audio_mask)      # Eq. 3
-            dv = self.a2v_proj(dv)
+                out = a2v_attention(self.a2v_attn, vn, an, audio_mask, need_weights=need_weights)
+                dv, weights = out if need_weights else (out, None)
+                dv = self.a2v_proj(dv)                                             # Eq. 3
             if self.kind == "eclipse":
-                da = self.v2a_proj(v2a_attention(self.v2a_attn, an, vn))  # Eq. 4
+                da = self.v2a_proj(v2a_attention(self.v2a_attn, an, vn))         # Eq. 4
             else:
                 da = torch.zeros_like(audio)
         has_audio = (audio_mask > 0).any(dim=1).to(dv.dtype)[:, None, None]  # [N, 1, 1]

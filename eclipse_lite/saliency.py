@@ -40,12 +40,15 @@ Scoring (the paper could not; the bundled benchmark knows each sound source's bo
     normalised map's range) against the box's pixel mask; a flat map switches every pixel on.
   * baselines: a centre prior (a Gaussian at the frame centre, ``sigma = 0.25`` of the side) and
     a random map (uniform noise on the same ``g x g`` grid, post-processed and upsampled exactly
-    like the model's maps), plus a control: the model's "dot" map with the audio of another frame
-    ("dot_shuffled_audio"), which shows whether the map depends on the sound at all.
+    like the model's maps), plus a control per method: the same map computed with the audio of
+    another frame ("<method>_shuffled_audio"). A map that merely finds the most salient object
+    scores as well without its own sound; only a map that uses the sound loses here.
   * scored frames: frames where exactly one object is both on screen and sounding and it belongs
     to a ``seen_heard`` event (``kinds`` adds others, e.g. ``brief``), ``frames_per_event``
     drawn per event with the seed, scored at the model's input size; mean ± sample std over
-    seeds (frame draws, random maps and, with one checkpoint per seed, training seeds).
+    seeds (frame draws, random maps and, with one checkpoint per seed, training seeds). The
+    frames where a second, silent object is also on screen are scored again as a subset
+    ("2+ objects on screen"): there, pointing at "the object" is not enough.
 
 Command line: ``python -m eclipse_lite.saliency --data DIR --checkpoint RUN --out OUT`` (see
 :func:`main`); writes ``saliency_scores.json``, a PNG per video (methods x frames, boxes drawn)
@@ -80,7 +83,8 @@ __all__ = ["METHODS", "BASELINES", "saliency_maps", "compute_maps", "trace_layer
 
 METHODS = ("dot", "dot_projected", "v2a")
 BASELINES = ("centre_prior", "random")
-CONTROL = "dot_shuffled_audio"
+CONTROL_SUFFIX = "_shuffled_audio"   # "<method>_shuffled_audio": the map with another frame's audio
+CROWDED = "2+ objects on screen"     # the subset where a silent object competes with the source
 SCORED_KINDS = ("seen_heard",)   # event kinds whose frames are scored (``brief`` can be added)
 ArrayLike = Union[Tensor, np.ndarray]
 
@@ -428,11 +432,12 @@ def summarise_seeds(per_seed: Sequence[Mapping[str, Mapping[str, float]]],
                     ) -> Dict[str, Dict[str, Dict[str, Any]]]:
     """``[{method: {metric: value}}] per seed`` → ``{method: {metric: {"mean", "std", "values"}}}``.
 
-    ``std`` is the sample standard deviation over seeds (0 with a single seed).
+    ``std`` is the sample standard deviation over seeds (0 with a single seed). Methods missing
+    from some seed (a control needs two frames) are left out.
     """
     if not per_seed:
         raise ValueError("summarise_seeds: no seeds")
-    methods = list(per_seed[0])
+    methods = [m for m in per_seed[0] if all(m in s for s in per_seed)]   # scored in every seed
     out: Dict[str, Dict[str, Dict[str, Any]]] = {}
     for m in methods:
         out[m] = {}
@@ -507,6 +512,13 @@ def sounding_sources(plan: Mapping[str, Any], t: float) -> List[Tuple[int, Tuple
         if box is not None and box[2] > box[0] and box[3] > box[1]:
             out.append((i, tuple(float(v) for v in box)))
     return out
+
+
+def visible_objects(plan: Mapping[str, Any], t: float) -> int:
+    """How many of the plan's objects are on screen at time ``t`` (sounding or not)."""
+    from .data.synth_visuals import box_at
+
+    return sum(box_at(ev, t) is not None for ev in plan["events"])
 
 
 @dataclass
@@ -613,7 +625,8 @@ def evaluate_localisation(models: Union[ECLIPSE, Sequence[ECLIPSE]],
     ``seen_heard``) among the frames where exactly one object is on screen and sounding, encode
     the audio window centred on each, compute each method's map, upsample it to ``image_size``
     and score it (pointing game, IoU at ``threshold``) next to the centre-prior and random
-    baselines and the shuffled-audio control.
+    baselines and each method's shuffled-audio control, on all frames and on the subset with a
+    second (silent) object on screen.
     ``models``/``audio_encoders``: one, or one per seed (e.g. three training seeds); seed ``i``
     uses entry ``i % len``. With ``out_dir``, writes ``saliency_scores.json`` and, with the first
     seed's model, a PNG per video (one row per method, up to ``max_png_frames`` scored frames,
@@ -623,7 +636,9 @@ def evaluate_localisation(models: Union[ECLIPSE, Sequence[ECLIPSE]],
     and their audio embeddings are kept.
 
     Returns ``{"per_seed": [{method: scores}], "summary": {method: {metric: {mean, std,
-    values}}}, "frames_scored": [...], "bar": {method: beats_baselines(...)}, "settings"}``.
+    values}}}, "frames_scored": [...], "bar": {method: beats_baselines(...) +
+    "beats_shuffled_audio"}, "subsets": {"2+ objects on screen": {"per_seed", "summary",
+    "frames_scored"}} (when every seed has such frames), "settings"}``.
     """
     models = list(models) if isinstance(models, (list, tuple)) else [models]
     encoders = list(audio_encoders) if isinstance(audio_encoders, (list, tuple)) else [audio_encoders]
@@ -655,7 +670,8 @@ def evaluate_localisation(models: Union[ECLIPSE, Sequence[ECLIPSE]],
     pictures = len(videos) if max_picture_videos is None else max(0, int(max_picture_videos))
 
     # one pass over the videos: keep the scored frames of every seed, draw the pictures
-    kept: List[Dict[str, list]] = [{"frames": [], "audio": [], "boxes": []} for _ in seeds]
+    kept: List[Dict[str, list]] = [{"frames": [], "audio": [], "boxes": [], "crowded": []}
+                                   for _ in seeds]
     iterator: Any = enumerate(videos)
     if progress:
         from tqdm.auto import tqdm
@@ -675,6 +691,8 @@ def evaluate_localisation(models: Union[ECLIPSE, Sequence[ECLIPSE]],
                 kept[si]["frames"].append(_resize_uint8(dec.frames[idx[keep]], size))
                 kept[si]["audio"].append(emb[torch.from_numpy(keep)])
                 kept[si]["boxes"] += [p[2] for p, k in zip(picked, keep) if k]
+                kept[si]["crowded"] += [visible_objects(rec.plan, float(dec.times[p[0]])) >= 2
+                                        for p, k in zip(picked, keep) if k]
         if out_dir is not None and vi < pictures:
             _write_pictures(out_dir, rec, vi, dec, seeds[0], int(frames_per_event), methods,
                             models[0], encoders[0], layers, gif_frames, display_size,
@@ -682,6 +700,7 @@ def evaluate_localisation(models: Union[ECLIPSE, Sequence[ECLIPSE]],
         del dec
 
     per_seed: List[Dict[str, Dict[str, float]]] = []
+    per_seed_crowded: List[Dict[str, Dict[str, float]]] = []
     for si, seed in enumerate(seeds):
         if not kept[si]["boxes"]:
             raise ValueError(f"no frame of these videos shows exactly one sounding object of an "
@@ -691,26 +710,38 @@ def evaluate_localisation(models: Union[ECLIPSE, Sequence[ECLIPSE]],
         audio = torch.cat(kept[si]["audio"])
         boxes = torch.tensor(kept[si]["boxes"], dtype=torch.float64)
         n = boxes.shape[0]
-        raw = _frame_maps(model, frames, audio, methods, layers)
-        scores = {m: score_maps(heatmaps(raw[m], size), boxes, threshold) for m in methods}
+        heat = {m: heatmaps(v, size) for m, v in _frame_maps(model, frames, audio, methods, layers).items()}
         if n > 1:   # control: every frame gets the audio of the frame n // 2 places further on
             shifted = torch.roll(audio, shifts=n // 2, dims=0)
-            ctrl = _frame_maps(model, frames, shifted, ["dot"], layers)["dot"]
-            scores[CONTROL] = score_maps(heatmaps(ctrl, size), boxes, threshold)
-        scores["centre_prior"] = score_maps(centre_prior_maps(n, size, size), boxes, threshold)
-        scores["random"] = score_maps(random_maps(n, cfg.grid_size, size, seed), boxes, threshold)
-        per_seed.append(scores)
+            ctrl = _frame_maps(model, frames, shifted, methods, layers)
+            heat.update({m + CONTROL_SUFFIX: heatmaps(v, size) for m, v in ctrl.items()})
+        heat["centre_prior"] = centre_prior_maps(n, size, size)
+        heat["random"] = random_maps(n, cfg.grid_size, size, seed)
+        per_seed.append({m: score_maps(h, boxes, threshold) for m, h in heat.items()})
+        crowded = torch.tensor(kept[si]["crowded"], dtype=torch.bool)
+        if bool(crowded.any()):
+            per_seed_crowded.append({m: score_maps(h[crowded], boxes[crowded], threshold)
+                                     for m, h in heat.items()})
     summary = summarise_seeds(per_seed)
+    bar = {}
+    for m in methods:
+        bar[m] = beats_baselines(summary, m)
+        if m + CONTROL_SUFFIX in summary:
+            bar[m]["beats_shuffled_audio"] = beats_baselines(
+                summary, m, baselines=(m + CONTROL_SUFFIX,))["passed"]
     result = {
         "per_seed": per_seed, "summary": summary, "seeds": seeds,
-        "frames_scored": [len(k["boxes"]) for k in kept], "videos": len(videos),
-        "bar": {m: beats_baselines(summary, m) for m in methods},
+        "frames_scored": [len(k["boxes"]) for k in kept], "videos": len(videos), "bar": bar,
         "settings": {"methods": methods, "layers": None if layers is None else list(layers),
                      "threshold": threshold, "frames_per_event": int(frames_per_event),
                      "kinds": list(kinds),
                      "score_size": size, "centre_prior_sigma": 0.25,
                      "preset": cfg.name, "fusion": cfg.fusion},
     }
+    if len(per_seed_crowded) == len(seeds):   # every seed has frames with a competing object
+        result["subsets"] = {CROWDED: {
+            "per_seed": per_seed_crowded, "summary": summarise_seeds(per_seed_crowded),
+            "frames_scored": [int(sum(k["crowded"])) for k in kept]}}
     if out_dir is not None:
         from .checkpoints import atomic_write_text
 
@@ -927,18 +958,28 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
 
 def format_scores(result: Mapping[str, Any]) -> str:
-    """A Markdown table of mean ± std over seeds per method (and the bar for each method)."""
-    lines = [f"| method | pointing game | mIoU | (frames per seed: {result['frames_scored']}) |",
-             "| --- | --- | --- | --- |"]
-    for m, s in result["summary"].items():
-        pg, iou = s["pointing_game"], s["miou"]
-        lines.append(f"| {m} | {pg['mean']:.3f} ± {pg['std']:.3f} | {iou['mean']:.3f} ± "
-                     f"{iou['std']:.3f} | |")
+    """Markdown tables of mean ± std over seeds per method (all frames, then the subsets) and
+    whether each method passes the bar."""
+    def table(title: str, summary: Mapping[str, Any], frames: Sequence[int]) -> List[str]:
+        lines = [f"{title} (frames per seed: {list(frames)})", "",
+                 "| method | pointing game | mIoU |", "| --- | --- | --- |"]
+        for m, s in summary.items():
+            pg, iou = s["pointing_game"], s["miou"]
+            lines.append(f"| {m} | {pg['mean']:.3f} ± {pg['std']:.3f} | "
+                         f"{iou['mean']:.3f} ± {iou['std']:.3f} |")
+        return lines + [""]
+
+    lines = table("all scored frames", result["summary"], result["frames_scored"])
+    for name, sub in result.get("subsets", {}).items():
+        lines += table(name, sub["summary"], sub["frames_scored"])
     for m, bar in result.get("bar", {}).items():
-        lines.append(f"\n{m}: beats centre prior and random on pointing game by more than the "
-                     f"spread over seeds: {'yes' if bar['passed'] else 'no'} (margins "
+        lines.append(f"{m}: beats centre prior and random on pointing game by more than the "
+                     f"spread over seeds: {'yes' if bar['passed'] else 'no'} ("
                      + ", ".join(f"{b} {bar['margins'][b]:+.3f} vs spread {bar['spreads'][b]:.3f}"
-                                 for b in bar["margins"]) + ")")
+                                 for b in bar["margins"]) + ")"
+                     + ("" if "beats_shuffled_audio" not in bar else
+                        f"; beats its shuffled-audio control: "
+                        f"{'yes' if bar['beats_shuffled_audio'] else 'no'}"))
     return "\n".join(lines)
 
 

@@ -28,11 +28,16 @@ def self_attention_layer(tokens, width, hidden):
 
 def av_block(tokens, audio_tokens, width):
     """ECLIPSE's AV block for one frame (Eq. 3 and 4): A2V, V2A and their zero-init projections."""
-    a2v = (linear(tokens, width, width)               # q from the frame's tokens
-           + 2 * linear(audio_tokens, width, width)   # k, v from the audio token(s)
-           + 2 * 2 * tokens * audio_tokens * width    # QK^T and AV
-           + linear(tokens, width, width)             # out_proj
-           + linear(tokens, width, width))            # a2v_proj (vis_audio_fc)
+    if audio_tokens == 1:
+        # A2V's softmax runs over one key: every frame token gets out_proj(v_proj(a)), computed
+        # once per frame (model.AudioVisualBlock) — v, out_proj and a2v_proj on one token
+        a2v = 3 * linear(1, width, width)
+    else:
+        a2v = (linear(tokens, width, width)               # q from the frame's tokens
+               + 2 * linear(audio_tokens, width, width)   # k, v from the audio token(s)
+               + 2 * 2 * tokens * audio_tokens * width    # QK^T and AV
+               + linear(tokens, width, width)             # out_proj
+               + linear(tokens, width, width))            # a2v_proj (vis_audio_fc)
     v2a = (linear(audio_tokens, width, width)         # q from the audio token(s)
            + 2 * linear(tokens, width, width)         # k, v from the frame's tokens
            + 2 * 2 * audio_tokens * tokens * width
@@ -59,7 +64,7 @@ def test_ci_video_flops_equal_hand_count():
         assert got["audio"] == 0.0
 
     av = av_block(tokens, 1, d)
-    assert av == 438_528 + 307_456
+    assert av == 3 * 2 * 64 * 64 + 307_456
     audio_proj = linear(1, cfg.audio_dim, d)
     per_frame_av = per_frame + cfg.vision_layers * av + audio_proj
     got = count_flops(cfg, frames=4, fusion="eclipse")

@@ -214,7 +214,9 @@ def test_saliency_command_scores_and_draws(tmp_path):
                          "--display-size", "48", "--pictures", "1"])
     assert result["frames_scored"] == [6, 6]        # 3 frames per event, one event per video
     methods = set(result["summary"])
-    assert methods == {"dot", "dot_projected", "v2a", "dot_shuffled_audio", "centre_prior", "random"}
+    assert methods == {"dot", "dot_projected", "v2a", "dot_shuffled_audio",
+                       "dot_projected_shuffled_audio", "v2a_shuffled_audio", "centre_prior", "random"}
+    assert "subsets" not in result            # no frame has a second object on screen
     for m in methods:
         for metric in ("pointing_game", "miou"):
             s = result["summary"][m][metric]
@@ -295,10 +297,12 @@ def _mux_tone(out, stream, seconds, rate, freq=440.0):
 
 
 def _write_square_video(path, plan, size=64, fps=4, sample_rate=16000):
-    """Dark frames with a white square wherever the plan's first event is at frame time k / fps."""
+    """Dark frames with a white square wherever the plan's first event is at frame time k / fps
+    (and a grey one for its second event, if any)."""
     from eclipse_lite.data.synth_visuals import box_at
 
     n = int(round(plan["duration"] * fps))
+    levels = [235, 120]   # the sounding object is brighter than the silent one
     with av.open(path, "w") as out:
         vs = out.add_stream("libx264", rate=fps)
         vs.width = vs.height = size
@@ -308,10 +312,11 @@ def _write_square_video(path, plan, size=64, fps=4, sample_rate=16000):
         ast.layout = "mono"
         for k in range(n):
             img = np.full((size, size, 3), 20, np.uint8)
-            box = box_at(plan["events"][0], k / fps)
-            if box is not None:
-                x0, y0, x1, y1 = (int(round(v * size)) for v in box)
-                img[y0:y1, x0:x1] = 235
+            for ev, level in zip(plan["events"], levels):
+                box = box_at(ev, k / fps)
+                if box is not None:
+                    x0, y0, x1, y1 = (int(round(v * size)) for v in box)
+                    img[y0:y1, x0:x1] = level
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")
             frame.pts, frame.time_base = k, Fraction(1, fps)
             for packet in vs.encode(frame):
@@ -331,7 +336,9 @@ def test_frames_boxes_and_maps_line_up(tmp_path, monkeypatch):
     videos = []
     for k, (motion, box, end) in enumerate(motions):
         ev = _event("seen_heard", (0.0, 4.0), box, (0.0, 4.0), motion, end)
-        plan = {"id": f"m{k}", "duration": 4.0, "fps": 4, "events": [ev]}
+        silent = _event("distractor", (2.0, 4.0), [0.8, 0.0, 1.0, 0.2] if k != 1 else
+                        [0.0, 0.8, 0.2, 1.0], None)
+        plan = {"id": f"m{k}", "duration": 4.0, "fps": 4, "events": [ev] + ([silent] if k else [])}
         path = str(tmp_path / f"m{k}.mp4")
         _write_square_video(path, plan)
         videos.append(S.VideoRecord(f"m{k}", path, plan))
@@ -349,5 +356,11 @@ def test_frames_boxes_and_maps_line_up(tmp_path, monkeypatch):
     assert result["frames_scored"] == [18, 18]
     assert result["summary"]["dot"]["pointing_game"]["mean"] == 1.0
     assert result["summary"]["dot"]["miou"]["mean"] > 0.5
+    crowded = result["subsets"][S.CROWDED]        # frames of m1, m2 after 2 s: a silent square too
+    assert all(0 < n < 18 for n in crowded["frames_scored"])
+    assert crowded["summary"]["dot"]["pointing_game"]["mean"] == 1.0
     assert result["summary"]["random"]["pointing_game"]["mean"] < 0.6
     assert result["bar"]["dot"]["passed"]
+    # brightness does not depend on the sound: the shuffled-audio control scores the same
+    assert result["summary"]["dot_shuffled_audio"] == result["summary"]["dot"]
+    assert result["bar"]["dot"]["beats_shuffled_audio"] is False
