@@ -46,7 +46,7 @@ class PretrainConfig:
     batch 64, warm-up then cosine)."""
 
     clip_steps: int = 800
-    audio_steps: int = 300
+    audio_steps: int = 200
     audio_crop_s: float = 4.0   # train the (fully convolutional) encoder on short crops: 2.5x cheaper
     batch_size: int = 64
     lr: float = 1e-3
