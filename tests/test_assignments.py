@@ -11,12 +11,12 @@
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
 import nbformat
 import pytest
+from script_loader import load_script
 
 from eclipse_lite.assignments import (BEGIN, END, AssignmentError, fill_exercises, find_exercises,
                                       generate, main, make_student_notebook, placeholder,
@@ -25,15 +25,8 @@ from eclipse_lite.assignments import (BEGIN, END, AssignmentError, fill_exercise
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-run_notebooks = _load_script("run_notebooks")
-check_clean = _load_script("check_notebooks_clean")
+run_notebooks = load_script("run_notebooks")
+check_clean = load_script("check_notebooks_clean")
 SOURCES = run_notebooks.notebook_paths()
 
 

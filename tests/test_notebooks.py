@@ -18,7 +18,6 @@ across sessions instead of making one in the session's temp folder.
 from __future__ import annotations
 
 import ast
-import importlib.util
 import os
 import subprocess
 import sys
@@ -26,19 +25,13 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 import pytest
+from script_loader import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-run_notebooks = _load_script("run_notebooks")
-check_clean = _load_script("check_notebooks_clean")
+run_notebooks = load_script("run_notebooks")
+check_clean = load_script("check_notebooks_clean")
 
 NOTEBOOKS = run_notebooks.notebook_paths()
 CI_PARAMETERS = {"PRESET": "ci", "SEED": 0, "DEVICE": "cpu", "MAX_STEPS": 4, "INTERACTIVE": False}
