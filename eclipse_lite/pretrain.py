@@ -7,7 +7,12 @@ For the ``ci``/``tiny`` presets this module trains both towers on data rendered 
 benchmark generator (never its test videos):
 
 - :func:`pretrain_clip` — a tiny CLIP, contrastively, on single frames and their captions
-  (``synth.sample_frame_caption``), i.e. the video tower with T = 1 and ``fusion="none"``;
+  (``synth.sample_frame_caption``), i.e. the video tower with T = 1 and ``fusion="none"``; and,
+  at the same time, its text tower against the frozen audio encoder on sound clips and short
+  sound captions ("a cow moos off screen"). OpenAI's CLIP knows what "a dog barks" means from
+  web captions; the benchmark's frame captions never name a sound, so without this audio-text
+  half the tiny text tower has never read "moos" or "siren" when fine-tuning starts, and
+  ECLIPSE has nothing in the caption embedding to match its audio against (issue 5);
 - :func:`pretrain_audio` — the audio encoder, as a classifier of the generator's sound classes
   (``synth.sample_sound_clip``) heard inside a window with ambient noise, like VGGSound's ResNet-18;
 - :func:`pretrained_towers` — both, cached on disk under a key of every setting that affects them,
@@ -34,6 +39,7 @@ from torch import Tensor, nn
 from .audio import build_audio_encoder
 from .checkpoints import atomic_save_safetensors, atomic_write_text, read_state_dict
 from .config import CLIP_MEAN, CLIP_STD, ModelConfig
+from .losses import symmetric_infonce
 from .model import ECLIPSE
 from .tokenizer import tokenize
 
@@ -55,6 +61,8 @@ class PretrainConfig:
     warmup_fraction: float = 0.05
     sound_pool: int = 1536      # distinct sound clips rendered once, then mixed/shifted each step
     seed: int = 1234            # a stream of its own: never the benchmark's video seeds
+    sound_text_weight: float = 1.0  # weight of the audio-text InfoNCE in pretrain_clip; 0 = frames only
+    sound_text_pool: int = 512      # sound clips embedded once by the frozen encoder for it
 
     def key(self, cfg: ModelConfig, extra: str = "") -> str:
         """Hash of everything that changes the pretrained weights."""
@@ -106,11 +114,63 @@ FrameSampler = Callable[[np.random.Generator, int], Tuple[np.ndarray, str]]
 SoundSampler = Callable[[np.random.Generator, float, int], Tuple[np.ndarray, int, str]]
 
 
+@dataclass
+class SoundTextBank:
+    """Sound clips embedded once by the frozen audio encoder, for the audio-text loss.
+
+    embeddings [P, A] (encoder outputs), labels [P] (class index), class_names (index -> name),
+    caption(name, rng) -> str: a short caption of one sound (``synth_captions.sound_caption``).
+    """
+
+    embeddings: Tensor
+    labels: Tensor
+    class_names: List[str]
+    caption: Callable[[str, np.random.Generator], str]
+
+    def sample(self, rng: np.random.Generator, n: int) -> Tuple[Tensor, List[str]]:
+        """``n`` clips of ``n`` distinct classes (no false negatives in InfoNCE) and their captions."""
+        present = sorted(set(self.labels.tolist()))
+        classes = rng.choice(present, size=min(n, len(present)), replace=False)
+        rows, texts = [], []
+        for c in classes:
+            candidates = torch.nonzero(self.labels == int(c)).flatten()
+            rows.append(int(candidates[int(rng.integers(len(candidates)))]))
+            texts.append(self.caption(self.class_names[int(c)], rng))
+        return self.embeddings[rows], texts
+
+
+def sound_text_bank(encoder: nn.Module, cfg: ModelConfig, pc: PretrainConfig,
+                    sound_sampler: Optional[SoundSampler] = None, class_names: Optional[List[str]] = None,
+                    caption: Optional[Callable[[str, np.random.Generator], str]] = None) -> SoundTextBank:
+    """Render ``pc.sound_text_pool`` clips (a stream of their own) and embed them with ``encoder``."""
+    if sound_sampler is None:
+        from .data.synth import SOUND_CLASSES, sample_sound_clip as sound_sampler
+        class_names = list(SOUND_CLASSES)
+    if caption is None:
+        from .data.synth_captions import sound_caption as caption
+    if class_names is None:
+        raise ValueError("class_names is required with a custom sound_sampler")
+    waves, labels = _sound_pool(cfg, dataclasses.replace(pc, sound_pool=pc.sound_text_pool), sound_sampler,
+                                np.random.default_rng(pc.seed + 2))
+    was_training = encoder.training
+    encoder.eval()
+    with torch.no_grad():
+        embeddings = torch.cat([encoder(chunk) for chunk in waves.split(64)])
+    encoder.train(was_training)
+    return SoundTextBank(embeddings, labels, list(class_names), caption)
+
+
 def pretrain_clip(cfg: ModelConfig, pc: PretrainConfig, frame_sampler: Optional[FrameSampler] = None,
-                  progress: bool = True) -> Tuple[Dict[str, Tensor], List[float]]:
+                  progress: bool = True, sound_bank: Optional[SoundTextBank] = None
+                  ) -> Tuple[Dict[str, Tensor], List[float]]:
     """Train a CLIP (visual + text towers) contrastively on generated single frames + captions.
 
-    Returns (state dict of the towers and logit scale, loss per step).
+    With ``sound_bank`` (and ``pc.sound_text_weight > 0``) every step adds, weighted by
+    ``sound_text_weight``, a symmetric InfoNCE between the captions of a batch of sounds of
+    distinct classes and their frozen audio embeddings mapped by a Linear(A, E) head that is
+    trained here and then discarded: it teaches the text tower the sound words (module docstring).
+
+    Returns (state dict of the towers and logit scale, loss per step: the frame-caption loss).
     """
     if frame_sampler is None:
         from .data.synth import sample_frame_caption as frame_sampler
@@ -118,7 +178,12 @@ def pretrain_clip(cfg: ModelConfig, pc: PretrainConfig, frame_sampler: Optional[
     rng = np.random.default_rng(pc.seed)
     model = ECLIPSE(cfg.replace(fusion="none", gradient_checkpointing=False))
     model.train()
-    opt = _optimizer(list(model.named_parameters()), pc)
+    params = list(model.named_parameters())
+    use_sound = sound_bank is not None and pc.sound_text_weight > 0
+    if use_sound:
+        sound_head = nn.Linear(sound_bank.embeddings.shape[1], cfg.embed_dim, bias=False)
+        params += [("sound_head." + n, p) for n, p in sound_head.named_parameters()]
+    opt = _optimizer(params, pc)
     warmup = int(pc.warmup_fraction * pc.clip_steps)
     losses: List[float] = []
     bar = _progress(pc.clip_steps, "pretrain CLIP on frames", progress)
@@ -128,12 +193,18 @@ def pretrain_clip(cfg: ModelConfig, pc: PretrainConfig, frame_sampler: Optional[
         ids, mask = trim_padding(*tokenize([p[1] for p in pairs], context_length=cfg.context_length))
         for group in opt.param_groups:
             group["lr"] = pc.lr * _cosine(step, pc.clip_steps, warmup)
-        loss = model(frames, None, ids, mask)["loss"]
+        loss = frame_loss = model(frames, None, ids, mask)["loss"]
+        if use_sound:
+            sound_emb, sound_texts = sound_bank.sample(rng, pc.batch_size)
+            s_ids, s_mask = trim_padding(*tokenize(sound_texts, context_length=cfg.context_length))
+            text = model.encode_text(s_ids, s_mask)
+            audio = F.normalize(sound_head(sound_emb), dim=-1)
+            loss = loss + pc.sound_text_weight * symmetric_infonce(text, audio, model.scale())
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
         opt.step()
-        losses.append(float(loss.detach()))
+        losses.append(float(frame_loss.detach()))
         bar.update(1)
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
     bar.close()
@@ -249,7 +320,9 @@ def pretrained_towers(cfg: ModelConfig, cache_dir, pc: Optional[PretrainConfig] 
     t0 = time.time()
     audio_state, scores, audio_losses = pretrain_audio(cfg, pc, progress=progress)
     t1 = time.time()
-    clip_state, clip_losses = pretrain_clip(cfg, pc, progress=progress)
+    encoder.load_state_dict(audio_state)
+    bank = sound_text_bank(encoder, cfg, pc) if pc.sound_text_weight > 0 else None
+    clip_state, clip_losses = pretrain_clip(cfg, pc, progress=progress, sound_bank=bank)
     t2 = time.time()
     atomic_save_safetensors(clip_state, folder / "clip.safetensors")
     atomic_save_safetensors(audio_state, folder / "audio.safetensors")

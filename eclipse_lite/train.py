@@ -828,6 +828,8 @@ class FitResult:
     val         one record per validation: epoch, step, partial (the run ended mid-epoch),
                 t2v, v2t (``retrieval_metrics``), n.
     best_epoch  epoch of the best validation T2V R@1 (R@5 breaks ties); None without validation.
+    items_skipped  training items that failed to load over the whole run (all processes; a
+                whole batch that failed counts as its size), also warned about at the end.
     """
 
     steps: List[dict] = field(default_factory=list)
@@ -843,6 +845,7 @@ class FitResult:
     last_dir: Optional[str] = None
     best_dir: Optional[str] = None
     log_path: Optional[str] = None
+    items_skipped: int = 0
 
     @property
     def losses(self) -> List[float]:
@@ -966,7 +969,7 @@ def fit(model: nn.Module, train_loader: Union[Dataset, DataLoader],
 
     state: Dict[str, Any] = dict(epoch=0, batch=0, global_step=0, total_steps=total_steps,
                                  history=[], val=[], best=None, train_seconds=0.0, log_lines=0,
-                                 finished=False)
+                                 finished=False, items_skipped=0)
     resumed_from = None
     if resume:
         resumed_from = find_checkpoint(out / "last")
@@ -1050,6 +1053,7 @@ def fit(model: nn.Module, train_loader: Union[Dataset, DataLoader],
             if any_across_ranks(batch is None, device):
                 warnings.warn(f"epoch {epoch}, batch {state['batch']}: every item of a batch "
                               "failed to load on some process; the batch is skipped")
+                state["items_skipped"] += local_batch if batch is None else int(batch.get("num_skipped") or 0)
                 bar.update(1)
                 continue
             t0 = time.time()
@@ -1068,6 +1072,7 @@ def fit(model: nn.Module, train_loader: Union[Dataset, DataLoader],
                           grad_norm=norm, skipped=skipped, secs=secs)
             if batch.get("num_skipped"):
                 record["num_skipped"] = int(batch["num_skipped"])
+                state["items_skipped"] += int(batch["num_skipped"])
             state["history"].append(record)
             if state["global_step"] % tc.log_every == 0 or state["global_step"] == 1:
                 logger.write(record)
@@ -1105,7 +1110,14 @@ def fit(model: nn.Module, train_loader: Union[Dataset, DataLoader],
             save_last()
     barrier()
     best = state["best"]
+    items_skipped = int(state["items_skipped"])
+    if world > 1:
+        items_skipped = int(all_gather_variable(torch.tensor([items_skipped], device=device)).sum())
+    if items_skipped:
+        warnings.warn(f"fit: {items_skipped} training item(s) failed to load and were left out of "
+                      "their batches (the DecodeError warnings above name the files)")
     result = FitResult(
+        items_skipped=items_skipped,
         steps=list(state["history"]), val=list(state["val"]),
         best_epoch=None if best is None else best["epoch"],
         best_metrics=None if best is None else {"t2v": best["t2v"], "v2t": best["v2t"], "n": best["n"]},

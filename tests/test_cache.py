@@ -204,3 +204,30 @@ def test_settings_validation(tmp_path):
         FeatureCache(str(tmp_path)).build([], Stats(), dict(SETTINGS, frames=3))
     with pytest.raises(ValueError, match="is empty"):
         FeatureCache(str(tmp_path / "new")).check_compatible(4, "uniform", 16000, 2.0)
+
+
+def test_fit_trains_from_the_cache_and_counts_the_items_it_skipped(tmp_path, videos):
+    """An ActivityNet-scale run reads per-frame audio embeddings from the cache, not the
+    encoder; a broken video is left out of its batches and counted once per epoch."""
+    from eclipse_lite.model import ECLIPSE
+    from eclipse_lite.train import TrainConfig, fit
+    broken = Item("broken", write_garbage(str(tmp_path / "broken.mp4")), ["x"])
+    items = videos + [broken]
+    cache = FeatureCache(str(tmp_path / "cache"))
+    with pytest.warns(RuntimeWarning, match="did not decode"):
+        cache.build(items, Stats(), SETTINGS, progress=False)
+    ds = RetrievalDataset(items, num_frames=4, image_size=32, audio_window_s=2.0,
+                          audio_features=cache)
+    torch.manual_seed(0)
+    model = ECLIPSE(ModelConfig.preset("ci", audio_dim=3))
+    tc = TrainConfig(epochs=2, batch_size=4, lr_clip=1e-3, lr_new=1e-3, progress=False,
+                     device="cpu", log_every=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = fit(model, ds, tc=tc)
+    assert res.global_step == 2 and all(torch.isfinite(torch.tensor(res.losses)))
+    assert res.items_skipped == 2                       # the broken video, in each epoch
+    assert [r.get("num_skipped") for r in res.steps] == [1, 1]
+    assert any("2 training item(s) failed to load" in str(w.message) for w in caught)
+    # the AV blocks saw the cached embeddings: their projections moved off zero
+    assert any(float(p.detach().abs().sum()) > 0 for n, p in model.named_parameters() if "a2v_proj.weight" in n)

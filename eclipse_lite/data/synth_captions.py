@@ -22,7 +22,7 @@ import numpy as np
 from .synth_sounds import SOUND_PHRASES
 
 __all__ = ["PLACE_WORDS", "MOTION_WORDS", "BACKGROUND_PHRASES", "paragraph_caption",
-           "frame_caption", "object_phrase"]
+           "frame_caption", "object_phrase", "sound_caption"]
 
 PLACE_WORDS: Dict[str, Tuple[str, ...]] = {
     "left": ("on the left",), "right": ("on the right",), "top": ("at the top",),
@@ -163,3 +163,26 @@ def frame_caption(objects: Sequence[Tuple[str, str]], background: Optional[str],
         bg = BACKGROUND_PHRASES[background]
         text = f"{text}, over {bg}" if text else bg
     return text
+
+
+def sound_caption(cls: str, rng: np.random.Generator) -> str:
+    """A short caption of one sound, in the words the paragraphs use for it.
+
+    ``"a cow moos"``, ``"a cow moos off screen"``, ``"we hear a cow"``, ``"sounding like a cow"``:
+    the audio-text half of pretraining (``pretrain.pretrain_clip``) pairs these with sound clips,
+    so the text tower knows the sound words before fine-tuning, as CLIP's text tower knows
+    "a dog barks" before ECLIPSE fine-tunes it.
+    """
+    if cls not in SOUND_PHRASES:
+        raise ValueError(f"unknown sound class {cls!r}; known: {sorted(SOUND_PHRASES)}")
+    clause, noun = SOUND_PHRASES[cls]
+    style = int(rng.integers(5))
+    if style == 0:
+        return clause
+    if style == 1:
+        return f"{clause} {_pick(rng, ('off screen', 'out of view'))}"
+    if style == 2:
+        return f"we hear {noun}"
+    if style == 3:
+        return f"sounding like {noun}"
+    return f"{clause} again"
