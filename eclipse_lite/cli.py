@@ -65,8 +65,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="fine-tune one model and evaluate it on the test split")
     _common(p, "runs/train")
     _data_arg(p)
-    p.add_argument("--clip", default=None,
-                   help="base preset: CLIP weights (hub id or save_pretrained dir) to start from")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last")
 
     p = sub.add_parser("eval", help="evaluate a checkpoint on a split")
@@ -165,13 +163,16 @@ def cmd_train(args) -> None:
 
 def cmd_eval(args) -> None:
     from .model import ECLIPSE
-    from .pipeline import load_clips
+    from .pipeline import check_data_dir, load_clips
     from .train import evaluate, write_results
     ckpt = Path(args.checkpoint)
     if not (ckpt / "model.safetensors").exists():
         raise CommandError(f"{ckpt} has no model.safetensors: pass a folder written by training "
                            "(e.g. runs/train/best)")
     if (ckpt / "config.json").exists():
+        if args.sets:
+            raise CommandError(f"{ckpt} has a config.json, which fixes the model: --set "
+                               f"{' '.join(args.sets)} would be ignored; drop it")
         model = ECLIPSE.from_pretrained(ckpt)
     else:
         from .checkpoints import read_state_dict
@@ -180,9 +181,11 @@ def cmd_eval(args) -> None:
         model.load_state_dict(read_state_dict(ckpt / "model.safetensors"))
     cfg = model.config
     data_dir = _data_dir(args)
+    check_data_dir(data_dir, cfg.name)   # before minutes of pretraining, not after
     _, encoder, _ = _towers(cfg, data_dir)
     clips = load_clips(data_dir, cfg, encoder)
-    metrics = evaluate(model, clips[args.split], batch_size=64)
+    metrics = evaluate(model, clips[args.split], batch_size=64,
+                       device=None if args.device == "auto" else args.device)
     write_results(Path(args.out) / "results.json", {"t2v": metrics["t2v"], "v2t": metrics["v2t"]},
                   model_config=cfg, seed=None)
     print(f"{args.split} T2V {json.dumps(metrics['t2v'])}\n{args.split} V2T {json.dumps(metrics['v2t'])}")
@@ -202,10 +205,18 @@ def cmd_report(args) -> None:
 
 
 def cmd_demo(args) -> None:
+    from .overrides import parse_sets
     from .pipeline import run_demo
+    from .train import TrainConfig
+    _configs(args)                                   # validates the preset and every --set
+    model_over, _ = parse_sets(args.sets, ModelConfig, TrainConfig)
+    if "fusion" in model_over:
+        raise CommandError("the demo trains audio-only, video-only and ECLIPSE; --set fusion=... "
+                           "does not apply (use `eclipse-lite train --set fusion=...` for one model)")
     _, train_over = _configs(args)
     run_demo(Path(args.out), preset=args.preset, seeds=range(args.seeds),
-             data_dir=Path(args.data) if args.data else None, train_overrides=train_over)
+             data_dir=Path(args.data) if args.data else None, train_overrides=train_over,
+             model_overrides=model_over)
     print(f"report: {Path(args.out) / 'report.md'}")
 
 
@@ -217,7 +228,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("bench", "saliency"):  # their own argument parsers
         import importlib
-        importlib.import_module(f"eclipse_lite.{argv[0]}").main(argv[1:])
+        try:
+            importlib.import_module(f"eclipse_lite.{argv[0]}").main(argv[1:])
+        except (CommandError, FileNotFoundError, ValueError) as exc:
+            print(f"eclipse-lite {argv[0]}: error: {exc}\n(python -m eclipse_lite.{argv[0]} "
+                  f"{' '.join(argv[1:])} shows the traceback)", file=sys.stderr)
+            return 2
         return 0
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

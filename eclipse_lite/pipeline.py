@@ -117,11 +117,15 @@ def finetune_and_test(fusion: str, cfg: ModelConfig, clips, clip_state, tc, out_
 def run_demo(out: Path = Path("runs/demo"), preset: str = "tiny", seeds: Sequence[int] = (0,),
              data_dir: Optional[Path] = None, models: Sequence[str] = DEMO_MODELS,
              pretrain_config: Optional[PretrainConfig] = None, train_overrides: Optional[dict] = None,
-             progress: bool = True) -> dict:
-    """Make the data, pretrain (or load cached towers), fine-tune each model, write the report."""
+             progress: bool = True, model_overrides: Optional[dict] = None) -> dict:
+    """Make the data, pretrain (or load cached towers), fine-tune each model, write the report.
+
+    ``model_overrides`` change ModelConfig fields of every model (e.g. ``num_frames``; the
+    towers are pretrained for the changed shape); ``train_overrides`` the recipe.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = ModelConfig.preset(preset)
+    cfg = ModelConfig.preset(preset, **(model_overrides or {}))
     t_start = time.time()
     data_dir = ensure_benchmark(preset, data_dir, progress=progress)
     t_data = time.time()

@@ -307,7 +307,7 @@ def pretrained_towers(cfg: ModelConfig, cache_dir, pc: Optional[PretrainConfig] 
     """
     from .data import synth
     pc = pc or PretrainConfig()
-    folder = Path(cache_dir) / f"{cfg.name}-{pc.key(cfg, extra=str(getattr(synth, 'GENERATOR_VERSION', '')))}"
+    folder = Path(cache_dir) / f"{cfg.name}-{pc.key(cfg, extra=synth.PRETRAIN_DATA_VERSION)}"
     info_path = folder / "info.json"
     encoder = build_audio_encoder(cfg)
     if info_path.exists() and not force:

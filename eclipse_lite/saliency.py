@@ -850,7 +850,8 @@ def find_videos(data_dir: str, split: str = "test", events: Optional[str] = None
     for what, p in (("manifest", manifest), ("ground truth", events)):
         if not os.path.isfile(p):
             raise FileNotFoundError(f"{p}: no {what} of the bundled benchmark; make it with "
-                                    f"`eclipse-lite make-data` (or pass --manifest/--events)")
+                                    f"`eclipse-lite make-data --preset PRESET --out {data_dir}` (or pass "
+                                    "--manifest/--events)")
     plans = load_plans(events)
     items = read_jsonl_manifest(manifest, missing="error")
     records = [VideoRecord(it.video_id, it.video_path, plans[it.video_id]) for it in items
@@ -900,8 +901,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.5, help="IoU threshold, fraction of the "
                    "map's range (default 0.5)")
     p.add_argument("--max-videos", type=int, default=None, help="score only the first N videos")
-    p.add_argument("--pictures", type=int, default=8, help="write PNG + GIF for the first N "
-                   "videos (default 8; 0 = none)")
+    p.add_argument("--pictures", type=int, default=None, help="write PNG + GIF for the first N "
+                   "videos only (default: every video; 0 = none)")
     p.add_argument("--gif-frames", type=int, default=24)
     p.add_argument("--display-size", type=int, default=128)
     return p

@@ -1,9 +1,11 @@
 """Fine-tune video-only and ECLIPSE from the same pretrained towers with several seeds; print test R@1.
 
-Usage: python scripts/compare_seeds.py --preset tiny --seeds 0 1 2 [--fusions none,eclipse]
-       [--audio-steps 300]
+Usage: python scripts/compare_seeds.py --preset tiny --seeds 0 1 2 [--fusions audio_only,none,eclipse]
+       [--audio-steps 300] [--out runs/compare_seeds.json]
 Uses the demo's recipe (``pipeline.demo_train_config``) and cached towers/clips under
-data/generated/PRESET; evaluates the model after the last epoch on the test split.
+data/generated/PRESET; evaluates the model after the last epoch on the test split. Also prints
+the pretrained towers' zero-shot score (video only, no fine-tuning) and, for each fusion, the
+mean and sample std over seeds and its lead over video-only ("none") seed by seed.
 """
 import argparse
 import json
@@ -26,6 +28,10 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--fusions", default="none,eclipse")
     p.add_argument("--audio-steps", type=int, default=None, help="pretraining steps of the audio encoder")
+    p.add_argument("--out", type=Path, default=None, help="also write the figures to this JSON file")
+    p.add_argument("--save-models", type=Path, default=None,
+                   help="save each fine-tuned model here as FUSION-seedN (save_pretrained), e.g. for "
+                        "python -m eclipse_lite.saliency --checkpoint ...")
     args = p.parse_args()
     cfg = ModelConfig.preset(args.preset)
     data = ensure_benchmark(args.preset)
@@ -34,7 +40,11 @@ def main() -> None:
         pc.audio_steps = args.audio_steps
     clip_state, encoder, _ = pretrained_towers(cfg, Path(data) / "pretrained", pc, progress=False)
     clips = load_clips(data, cfg, encoder, progress=False)
+    zero_shot = evaluate(init_from_pretrained(ECLIPSE(cfg.replace(fusion="none")), clip_state),
+                         clips["test"], batch_size=64)
+    print(json.dumps({"zero_shot": zero_shot["t2v"]}), flush=True)
     r1 = {f: [] for f in args.fusions.split(",")}
+    runs = []
     for seed in args.seeds:
         for fusion in r1:
             torch.manual_seed(seed)
@@ -42,12 +52,29 @@ def main() -> None:
             t0 = time.time()
             fit(model, clips["train"], clips["val"], demo_train_config(args.preset, seed=seed, progress=False))
             test = evaluate(model, clips["test"], batch_size=64)
+            if args.save_models is not None:
+                model.save_pretrained(args.save_models / f"{fusion}-seed{seed}")
             r1[fusion].append(test["t2v"]["R@1"])
-            print(json.dumps({"seed": seed, "fusion": fusion, "seconds": round(time.time() - t0),
-                              "t2v": test["t2v"]}), flush=True)
+            runs.append({"seed": seed, "fusion": fusion, "seconds": round(time.time() - t0),
+                         "t2v": test["t2v"], "v2t": test["v2t"]})
+            print(json.dumps(runs[-1]), flush=True)
+    summary = {}
     for fusion, values in r1.items():
-        print(f"{fusion}: T2V R@1 {np.mean(values):.1f} ± {np.std(values, ddof=1) if len(values) > 1 else 0:.1f} "
-              f"over seeds {args.seeds}")
+        std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+        summary[fusion] = {"t2v_r1": values, "mean": float(np.mean(values)), "std": std}
+        line = f"{fusion}: T2V R@1 {np.mean(values):.1f} ± {std:.1f} over seeds {args.seeds}"
+        if "none" in r1 and fusion != "none":
+            lead = [a - b for a, b in zip(values, r1["none"])]
+            summary[fusion]["lead_over_none"] = lead
+            line += f"; lead over video-only per seed {lead}, mean {np.mean(lead):.1f}"
+        print(line)
+    if args.out is not None:
+        from eclipse_lite.checkpoints import atomic_write_text
+        from eclipse_lite.train import git_commit
+        commit, dirty = git_commit()
+        record = {"preset": args.preset, "seeds": args.seeds, "commit": commit + ("+dirty" if dirty else ""),
+                  "zero_shot": zero_shot["t2v"], "runs": runs, "summary": summary}
+        atomic_write_text(json.dumps(record, indent=2), args.out)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,30 @@ def test_missing_data_dir_names_the_command_that_makes_it(capsys, tmp_path):
     assert "eclipse-lite make-data --preset ci" in err
 
 
+def test_eval_checks_the_data_before_pretraining_and_refuses_ignored_settings(capsys, tmp_path, monkeypatch):
+    import eclipse_lite.cli as cli
+    from eclipse_lite.config import ModelConfig
+    from eclipse_lite.model import ECLIPSE
+    ECLIPSE(ModelConfig.preset("ci")).save_pretrained(tmp_path / "ckpt")
+    monkeypatch.setattr(cli, "_towers", lambda *a, **k: pytest.fail("pretrained before checking the data"))
+    assert main(["eval", "--checkpoint", str(tmp_path / "ckpt"), "--data", str(tmp_path / "none")]) == 2
+    assert "eclipse-lite make-data --preset ci" in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", str(tmp_path / "ckpt"), "--data", str(tmp_path / "none"),
+                 "--set", "num_frames=8"]) == 2
+    assert "would be ignored" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["bench", "--preset", "huge"], "known presets: ci, tiny, base"),
+    (["saliency", "--data", "/nonexistent/bench", "--checkpoint", "/nonexistent/ckpt"], "save_pretrained"),
+    (["demo", "--preset", "ci", "--set", "fusion=none"], "does not apply"),
+])
+def test_errors_of_every_command_are_one_clear_line(capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"eclipse-lite {argv[0]}: error:" in err and message in err and "Traceback" not in err
+
+
 def test_unknown_setting_is_named(capsys, ci_data):
     assert main(["train", "--preset", "ci", "--data", str(ci_data), "--set", "wings=2"]) == 2
     assert "--set wings: unknown setting" in capsys.readouterr().err

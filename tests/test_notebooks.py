@@ -87,6 +87,7 @@ RANGES: Dict[str, Dict[str, Range]] = {
         "infonce_max_abs_diff": (0.0, 0.0001), "logit_scale_init": (14.2847, 14.2867),
         "pretrain_clip_loss_first": (0.0, None), "pretrain_clip_loss_last": (0.0, None),
         "pretrain_audio_heldout_acc": (0.0, 1.0), "n_test": (1, None),
+        "pretrain_sound_caption_cos": (-1.0, 0.9),       # the text tower tells sounds apart
         "chance_t2v_r1": (0.0, 100.0), "pretrained_t2v_r1": (0.0, 100.0),
         "eclipse_steps": (1, None), "eclipse_final_loss": (0.0, None),
         "eclipse_from_checkpoint": (0, 1), "eclipse_t2v_r1": (0.0, 100.0),

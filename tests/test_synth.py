@@ -299,6 +299,8 @@ def test_oracle_logic():
     # video cannot tell the three apart (rank 2 each); audio separates a from b and c (a ties
     # with nobody: b lacks the dog, c the bell); both = audio here
     assert result["video"]["R@1"] == 0.0 and result["video"]["MnR"] == 2.0
+    assert result["video"]["R@1_random_ties"] == pytest.approx(100.0 / 3)  # a three-way tie
+    assert result["audio"]["R@1_random_ties"] == pytest.approx(100.0)
     assert result["audio"]["R@1"] == pytest.approx(100.0) and result["both"]["R@1"] == pytest.approx(100.0)
 
 

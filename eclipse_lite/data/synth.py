@@ -52,10 +52,12 @@ from .synth_visuals import (BACKGROUNDS, REGIONS, VISUAL_CLASSES, background_ima
                             render_frame)
 
 __all__ = ["SizeSpec", "SIZES", "GENERATOR_VERSION", "SOUND_CLASSES", "VISUAL_CLASSES", "EVENT_KINDS",
-           "box_at", "make_benchmark", "render_video", "pretrain_rng", "sample_frame_caption",
+           "PRETRAIN_DATA_VERSION", "box_at", "make_benchmark", "render_video", "pretrain_rng",
+           "sample_frame_caption",
            "sample_sound_clip", "main"]
 
 GENERATOR_VERSION = "1.0"  # bump whenever a seed's output changes: a complete older benchmark is then remade
+PRETRAIN_DATA_VERSION = "1.0"  # bump when the pretraining samplers below change (keys the pretrained towers)
 SPLITS = ("train", "val", "test")
 _SPLIT_STREAM = {"train": 0, "val": 1, "test": 2}
 PRETRAIN_STREAM = 7  # pretraining samplers draw from streams no benchmark video uses
