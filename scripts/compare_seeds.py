@@ -1,7 +1,7 @@
 """Fine-tune video-only and ECLIPSE from the same pretrained towers with several seeds; print test R@1.
 
 Usage: python scripts/compare_seeds.py --preset tiny --seeds 0 1 2 [--fusions audio_only,none,eclipse]
-       [--audio-steps 300] [--out runs/compare_seeds.json]
+       [--audio-steps 300] [--epochs 24] [--out runs/compare_seeds.json] [--save-models DIR]
 Uses the demo's recipe (``pipeline.demo_train_config``) and cached towers/clips under
 data/generated/PRESET; evaluates the model after the last epoch on the test split. Also prints
 the pretrained towers' zero-shot score (video only, no fine-tuning) and, for each fusion, the
@@ -28,6 +28,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--fusions", default="none,eclipse")
     p.add_argument("--audio-steps", type=int, default=None, help="pretraining steps of the audio encoder")
+    p.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (default: the demo's)")
     p.add_argument("--out", type=Path, default=None, help="also write the figures to this JSON file")
     p.add_argument("--save-models", type=Path, default=None,
                    help="save each fine-tuned model here as FUSION-seedN (save_pretrained), e.g. for "
@@ -50,7 +51,8 @@ def main() -> None:
             torch.manual_seed(seed)
             model = init_from_pretrained(ECLIPSE(cfg.replace(fusion=fusion)), clip_state)
             t0 = time.time()
-            fit(model, clips["train"], clips["val"], demo_train_config(args.preset, seed=seed, progress=False))
+            recipe = {} if args.epochs is None else {"epochs": args.epochs}
+            fit(model, clips["train"], clips["val"], demo_train_config(args.preset, seed=seed, progress=False, **recipe))
             test = evaluate(model, clips["test"], batch_size=64)
             if args.save_models is not None:
                 model.save_pretrained(args.save_models / f"{fusion}-seed{seed}")
