@@ -208,12 +208,11 @@ def cmd_demo(args) -> None:
     from .overrides import parse_sets
     from .pipeline import run_demo
     from .train import TrainConfig
-    _configs(args)                                   # validates the preset and every --set
+    _, train_over = _configs(args)                   # validates the preset and every --set
     model_over, _ = parse_sets(args.sets, ModelConfig, TrainConfig)
     if "fusion" in model_over:
         raise CommandError("the demo trains audio-only, video-only and ECLIPSE; --set fusion=... "
                            "does not apply (use `eclipse-lite train --set fusion=...` for one model)")
-    _, train_over = _configs(args)
     run_demo(Path(args.out), preset=args.preset, seeds=range(args.seeds),
              data_dir=Path(args.data) if args.data else None, train_overrides=train_over,
              model_overrides=model_over)

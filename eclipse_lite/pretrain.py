@@ -128,7 +128,8 @@ class SoundTextBank:
     caption: Callable[[str, np.random.Generator], str]
 
     def sample(self, rng: np.random.Generator, n: int) -> Tuple[Tensor, List[str]]:
-        """``n`` clips of ``n`` distinct classes (no false negatives in InfoNCE) and their captions."""
+        """Clips of ``min(n, classes present)`` distinct classes (so InfoNCE has no false
+        negatives), one per class: (embeddings [k, A], k captions)."""
         present = sorted(set(self.labels.tolist()))
         classes = rng.choice(present, size=min(n, len(present)), replace=False)
         rows, texts = [], []

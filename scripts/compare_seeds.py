@@ -52,7 +52,8 @@ def main() -> None:
             model = init_from_pretrained(ECLIPSE(cfg.replace(fusion=fusion)), clip_state)
             t0 = time.time()
             recipe = {} if args.epochs is None else {"epochs": args.epochs}
-            fit(model, clips["train"], clips["val"], demo_train_config(args.preset, seed=seed, progress=False, **recipe))
+            tc = demo_train_config(args.preset, seed=seed, progress=False, **recipe)
+            fit(model, clips["train"], clips["val"], tc)
             test = evaluate(model, clips["test"], batch_size=64)
             if args.save_models is not None:
                 model.save_pretrained(args.save_models / f"{fusion}-seed{seed}")

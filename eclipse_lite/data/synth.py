@@ -53,8 +53,7 @@ from .synth_visuals import (BACKGROUNDS, REGIONS, VISUAL_CLASSES, background_ima
 
 __all__ = ["SizeSpec", "SIZES", "GENERATOR_VERSION", "SOUND_CLASSES", "VISUAL_CLASSES", "EVENT_KINDS",
            "PRETRAIN_DATA_VERSION", "box_at", "make_benchmark", "render_video", "pretrain_rng",
-           "sample_frame_caption",
-           "sample_sound_clip", "main"]
+           "sample_frame_caption", "sample_sound_clip", "main"]
 
 GENERATOR_VERSION = "1.0"  # bump whenever a seed's output changes: a complete older benchmark is then remade
 PRETRAIN_DATA_VERSION = "1.0"  # bump when the pretraining samplers below change (keys the pretrained towers)
