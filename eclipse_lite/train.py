@@ -420,11 +420,16 @@ def batch_inputs(batch: Dict[str, Any], cfg: ModelConfig, device: torch.device) 
 
     Uses ``batch["input_ids"]``/``["attention_mask"]`` when present, else tokenizes
     ``batch["caption"]`` (list of str) at ``cfg.context_length``. Audio is dropped for video-only
-    models and frames for audio-only ones (nothing is moved that is not used).
+    models and frames for audio-only ones (nothing is moved that is not used). A compact batch
+    (``RetrievalDataset(compact=True)``) is moved as it is and expanded on ``device``.
     """
     if not isinstance(batch, dict):
         raise TypeError(f"a batch must be a dict (frames, audio, caption, ...), got "
                         f"{type(batch).__name__}")
+    if "waveform" in batch:
+        from .data.datasets import expand_compact
+
+        batch = expand_compact(batch, device)
     if "input_ids" in batch:
         ids, mask = batch["input_ids"], batch.get("attention_mask")
     elif "caption" in batch:

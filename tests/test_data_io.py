@@ -146,6 +146,19 @@ def test_video_shorter_than_request_repeats_frames_with_mask(media, backend):
                                atol=3)
 
 
+def test_resize_matches_clips_pil_bicubic_filter(media):
+    from PIL import Image
+
+    clip = read_video(media["pattern"], 3, None, backend="pyav")
+    for size in (32, 100):  # shrinking (antialiased) and enlarging
+        ours = resize_frames(clip.frames, size).astype(int)
+        pil = np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.BICUBIC))
+                        for f in clip.frames]).astype(int)
+        assert np.abs(ours - pil).max() <= 2 and (ours != pil).mean() < 0.01, size
+    with pytest.raises(ValueError, match="uint8"):
+        resize_frames(clip.frames.astype(np.float32), 32)
+
+
 def test_resize_squashes_to_the_requested_size(media):
     clip = read_video(media["pattern"], 3, None, backend="pyav")
     assert clip.frames.shape == (3, 64, 64, 3)

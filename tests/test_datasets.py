@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from eclipse_lite.config import CLIP_MEAN, CLIP_STD, ModelConfig
 from eclipse_lite.data.datasets import (Item, RetrievalDataset, SkippedItemWarning, collate,
-                                        join_paragraph, read_activitynet, read_charades,
+                                        expand_compact, join_paragraph, read_activitynet, read_charades,
                                         read_dataset, read_didemo, read_jsonl_manifest,
                                         read_msrvtt, read_qvhighlights, read_youcook2)
 from data_fixtures import frame_level, write_garbage, write_video
@@ -133,6 +133,46 @@ def test_dataloader_workers(clips):
     loader = DataLoader(ds, batch_size=2, num_workers=2, collate_fn=collate)
     ids = [vid for b in loader for vid in b["video_id"]]
     assert ids == ["v0", "v1", "v2", "v3"]
+
+
+def test_compact_batches_expand_to_the_same_tensors(clips):
+    # videos of different lengths (padded waveforms), one without audio, one shorter than T
+    items = [Item("g", clips["good"], ["a"]), Item("g2", clips["good2"], ["b"]),
+             Item("s", clips["silent"], ["c"]), Item("sh", clips["short"], ["d"]),
+             Item("x", clips["broken"], ["e"])]
+    with pytest.warns(SkippedItemWarning):
+        eager = collate([ci_dataset(items)[i] for i in range(len(items))])
+        compact_ds = ci_dataset(items, compact=True)
+        raw = DataLoader(compact_ds, batch_size=len(items), num_workers=1,
+                         collate_fn=collate).__iter__().__next__()
+    assert raw["frames_uint8"].dtype == torch.uint8 and "audio" not in raw
+    assert raw["waveform_length"].tolist()[2] == 0  # the silent video
+    full = expand_compact(raw)
+    assert full.keys() == eager.keys() and full["num_skipped"] == eager["num_skipped"] == 1
+    for key, value in eager.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(full[key], value), key
+        else:
+            assert full[key] == value, key
+    assert expand_compact(eager) is eager  # finished batches pass through
+
+
+def test_compact_batches_train(clips):
+    from eclipse_lite.train import batch_inputs
+
+    cfg = ModelConfig.preset("ci")
+    items = [Item("g", clips["good"], ["a dog"]), Item("g2", clips["good2"], ["a cat"])]
+    eager = batch_inputs(collate([ci_dataset(items)[i] for i in range(2)]), cfg,
+                         torch.device("cpu"))
+    compact = batch_inputs(collate([ci_dataset(items, compact=True)[i] for i in range(2)]), cfg,
+                           torch.device("cpu"))
+    for key, value in eager.items():
+        assert torch.equal(compact[key], value), key
+
+
+def test_compact_refuses_cached_audio_features(clips):
+    with pytest.raises(ValueError, match="compact"):
+        ci_dataset([Item("g", clips["good"], ["a"])], compact=True, audio_features=object())
 
 
 def test_random_sampling_and_sentences_are_seeded_per_epoch(clips):

@@ -5,14 +5,15 @@
     ds = RetrievalDataset.from_config(items, cfg)
 """
 from .cache import CacheSettings, FeatureCache, MissingFeaturesError, StaleCacheError
-from .datasets import (Item, RetrievalDataset, collate, join_paragraph, read_activitynet,
-                       read_charades, read_dataset, read_didemo, read_jsonl_manifest, read_msrvtt,
-                       read_qvhighlights, read_youcook2)
+from .datasets import (Item, RetrievalDataset, collate, expand_compact, join_paragraph,
+                       read_activitynet, read_charades, read_dataset, read_didemo,
+                       read_jsonl_manifest, read_msrvtt, read_qvhighlights, read_youcook2)
 from .io import DecodeError, VideoClip, read_audio, read_video
 from .sampling import random_indices, uniform_indices
 
 __all__ = ["DecodeError", "VideoClip", "read_video", "read_audio", "uniform_indices",
-           "random_indices", "Item", "RetrievalDataset", "collate", "join_paragraph",
+           "random_indices", "Item", "RetrievalDataset", "collate", "expand_compact",
+           "join_paragraph",
            "read_activitynet", "read_qvhighlights", "read_didemo", "read_youcook2", "read_charades",
            "read_msrvtt", "read_jsonl_manifest", "read_dataset", "FeatureCache", "CacheSettings",
            "StaleCacheError", "MissingFeaturesError"]

@@ -141,6 +141,11 @@ class RetrievalDataset(Dataset):
       backend:        video decoder, see :func:`~eclipse_lite.data.io.read_video`.
       audio_placement: "centred" (paper) or "released" (authors' loader), passed to
                       ``eclipse_lite.audio.audio_windows``.
+      compact:        workers return what they decoded (uint8 frames, the whole waveform) and
+                      :func:`expand_compact` normalises the frames and cuts the audio windows
+                      later, in the main process or on the GPU (``batch_inputs`` does it). A
+                      32-frame clip at 224 px with 10 s windows is then ~6 MB instead of ~40 MB
+                      through the workers' shared memory, which is what caps a 2-core loader.
 
     ``dataset[i]`` is a dict, or None when the item cannot be decoded (warned, recorded in
     ``dataset.skipped``; :meth:`collate` drops it):
@@ -148,13 +153,18 @@ class RetrievalDataset(Dataset):
       "frames" float32 [T, 3, H, W] (CLIP mean/std), "frame_mask" float32 [T] (0 on repeats),
       "audio" float32 [T, W] windows or [T, A] cached embeddings, "audio_mask" float32 [T]
       (0 where there is no audio), "frame_times" float32 [T] seconds.
+    With ``compact=True`` "frames" / "audio" / "audio_mask" are replaced by "frames_uint8" uint8
+    [T, H, W, 3], "waveform" float32 [N] and "compact" (the settings :func:`expand_compact` needs).
     """
 
     def __init__(self, items: Sequence[Item], num_frames: int, image_size: int,
                  sampling: str = "uniform", sample_rate: int = 16000,
                  audio_window_s: float = 10.0, audio_features: Any = None,
                  caption_mode: str = "paragraph", seed: int = 0, backend: str = "auto",
-                 audio_placement: str = "centred"):
+                 audio_placement: str = "centred", compact: bool = False):
+        if compact and audio_features is not None:
+            raise ValueError("compact=True defers cutting audio windows, but audio_features "
+                             "gives cached embeddings: use one or the other")
         if sampling not in SAMPLINGS:
             raise ValueError(f"sampling={sampling!r} is not one of {SAMPLINGS}")
         if caption_mode not in CAPTION_MODES:
@@ -188,6 +198,7 @@ class RetrievalDataset(Dataset):
         self.seed = int(seed)
         self.backend = backend
         self.audio_placement = audio_placement
+        self.compact = bool(compact)
         self.epoch = 0
         self.skipped: List[Tuple[str, str]] = []
         if audio_features is not None:
@@ -236,6 +247,18 @@ class RetrievalDataset(Dataset):
         rng = self._rng(index, 0) if self.sampling == "random" else None
         clip = read_video(item.video_path, self.num_frames, self.image_size,
                           sampling=self.sampling, rng=rng, backend=self.backend)
+        if self.compact:
+            wave, _ = read_audio(item.video_path, self.sample_rate)
+            return {
+                "video_id": item.video_id,
+                "caption": self.caption(index),
+                "frames_uint8": torch.from_numpy(clip.frames),
+                "frame_mask": torch.from_numpy(clip.mask.astype(np.float32)),
+                "waveform": torch.from_numpy(wave),
+                "frame_times": torch.from_numpy(clip.times.astype(np.float32)),
+                "compact": (self.sample_rate, self.audio_window_s, self.audio_placement),
+                "index": int(index),
+            }
         # (x / 255 - mean) / std as one multiply-subtract
         frames = torch.from_numpy(clip.frames).permute(0, 3, 1, 2).contiguous().float()
         frames = frames.mul_(self._scale).sub_(self._shift)
@@ -293,7 +316,16 @@ class RetrievalDataset(Dataset):
             return None
         out: Dict[str, Any] = {}
         for key, value in kept[0].items():
-            if isinstance(value, torch.Tensor):
+            if key == "waveform":  # compact batches: pad to the longest, keep the lengths
+                waves = [b[key] for b in kept]
+                lengths = torch.tensor([len(w) for w in waves], dtype=torch.long)
+                padded = torch.zeros(len(waves), int(lengths.max()), dtype=torch.float32)
+                for row, wave in enumerate(waves):
+                    padded[row, :len(wave)] = wave
+                out[key], out["waveform_length"] = padded, lengths
+            elif key == "compact":
+                out[key] = value
+            elif isinstance(value, torch.Tensor):
                 # default_collate stacks straight into shared memory inside a worker process,
                 # saving a copy of the (large) frames and audio windows on the way out
                 out[key] = default_collate([b[key] for b in kept])
@@ -339,6 +371,37 @@ class RetrievalDataset(Dataset):
                 f"size={self.image_size}, sampling={self.sampling!r}, "
                 f"audio={'cached' if self.audio_features is not None else 'waveform'}, "
                 f"caption_mode={self.caption_mode!r})")
+
+
+def expand_compact(batch: Dict[str, Any], device: Any = None) -> Dict[str, Any]:
+    """Turn a ``compact=True`` batch into the usual one, on ``device`` (default: where it is).
+
+    "frames_uint8" [B, T, H, W, 3] becomes "frames" float32 [B, T, 3, H, W] (CLIP mean/std, the
+    same arithmetic as the eager path), "waveform" [B, N] + "waveform_length" [B] become "audio"
+    [B, T, W] windows and "audio_mask" [B, T] (:func:`eclipse_lite.audio.audio_windows`). A batch
+    without "waveform" is returned unchanged. The result equals what ``compact=False`` yields.
+    """
+    if "waveform" not in batch:
+        return batch
+    from ..audio import audio_windows
+
+    sample_rate, window_s, placement = batch["compact"]
+    out = {k: v for k, v in batch.items()
+           if k not in ("frames_uint8", "waveform", "waveform_length", "compact")}
+    frames = batch["frames_uint8"].to(device) if device is not None else batch["frames_uint8"]
+    mean = torch.tensor(CLIP_MEAN, dtype=torch.float64).view(1, 1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, dtype=torch.float64).view(1, 1, 3, 1, 1)
+    scale = (1.0 / (255.0 * std)).float().to(frames.device)
+    shift = (mean / std).float().to(frames.device)
+    out["frames"] = frames.permute(0, 1, 4, 2, 3).float().mul_(scale).sub_(shift)
+    wave = batch["waveform"].to(frames.device)
+    times = batch["frame_times"].to(frames.device).double()
+    audio, mask = audio_windows(wave, times, sample_rate, window_s, placement=placement,
+                                lengths=batch["waveform_length"])
+    out["audio"], out["audio_mask"] = audio.float().contiguous(), mask.float()
+    if device is not None:
+        out = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in out.items()}
+    return out
 
 
 def collate(batch: Sequence[Optional[Dict[str, Any]]]) -> Optional[Dict[str, Any]]:
@@ -769,7 +832,7 @@ def read_dataset(name: str, **kw: Any) -> ItemList:
     return READERS[key](**kw)
 
 
-__all__ = ["Item", "ItemList", "RetrievalDataset", "SkippedItemWarning", "collate",
+__all__ = ["Item", "ItemList", "RetrievalDataset", "SkippedItemWarning", "collate", "expand_compact",
            "join_paragraph", "read_activitynet", "read_qvhighlights", "read_didemo",
            "read_youcook2", "read_charades", "read_msrvtt", "read_jsonl_manifest",
            "read_dataset", "READERS", "CAPTION_MODES"]
