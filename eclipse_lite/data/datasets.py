@@ -206,10 +206,7 @@ class RetrievalDataset(Dataset):
                                             sample_rate=self.sample_rate,
                                             window_s=self.audio_window_s,
                                             placement=self.audio_placement)
-        mean = torch.tensor(CLIP_MEAN, dtype=torch.float64).view(1, 3, 1, 1)
-        std = torch.tensor(CLIP_STD, dtype=torch.float64).view(1, 3, 1, 1)
-        self._scale = (1.0 / (255.0 * std)).float()
-        self._shift = (mean / std).float()
+        self._scale, self._shift = _clip_scale_shift((1, 3, 1, 1))
 
     @classmethod
     def from_config(cls, items: Sequence[Item], cfg: ModelConfig, **kw: Any) -> "RetrievalDataset":
@@ -373,6 +370,14 @@ class RetrievalDataset(Dataset):
                 f"caption_mode={self.caption_mode!r})")
 
 
+def _clip_scale_shift(shape: Tuple[int, ...]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(scale, shift)`` float32 of ``shape`` with ``x * scale - shift = (x / 255 - mean) / std``
+    for CLIP's per-channel mean and std (computed in float64, then rounded once)."""
+    mean = torch.tensor(CLIP_MEAN, dtype=torch.float64).view(shape)
+    std = torch.tensor(CLIP_STD, dtype=torch.float64).view(shape)
+    return (1.0 / (255.0 * std)).float(), (mean / std).float()
+
+
 def expand_compact(batch: Dict[str, Any], device: Any = None) -> Dict[str, Any]:
     """Turn a ``compact=True`` batch into the usual one, on ``device`` (default: where it is).
 
@@ -389,10 +394,7 @@ def expand_compact(batch: Dict[str, Any], device: Any = None) -> Dict[str, Any]:
     out = {k: v for k, v in batch.items()
            if k not in ("frames_uint8", "waveform", "waveform_length", "compact")}
     frames = batch["frames_uint8"].to(device) if device is not None else batch["frames_uint8"]
-    mean = torch.tensor(CLIP_MEAN, dtype=torch.float64).view(1, 1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD, dtype=torch.float64).view(1, 1, 3, 1, 1)
-    scale = (1.0 / (255.0 * std)).float().to(frames.device)
-    shift = (mean / std).float().to(frames.device)
+    scale, shift = (t.to(frames.device) for t in _clip_scale_shift((1, 1, 3, 1, 1)))
     out["frames"] = frames.permute(0, 1, 4, 2, 3).float().mul_(scale).sub_(shift)
     wave = batch["waveform"].to(frames.device)
     times = batch["frame_times"].to(frames.device).double()
@@ -832,7 +834,7 @@ def read_dataset(name: str, **kw: Any) -> ItemList:
     return READERS[key](**kw)
 
 
-__all__ = ["Item", "ItemList", "RetrievalDataset", "SkippedItemWarning", "collate", "expand_compact",
-           "join_paragraph", "read_activitynet", "read_qvhighlights", "read_didemo",
+__all__ = ["Item", "ItemList", "RetrievalDataset", "SkippedItemWarning", "collate",
+           "expand_compact", "join_paragraph", "read_activitynet", "read_qvhighlights", "read_didemo",
            "read_youcook2", "read_charades", "read_msrvtt", "read_jsonl_manifest",
            "read_dataset", "READERS", "CAPTION_MODES"]
