@@ -91,6 +91,21 @@ def save_figure(fig: Figure, path: str, dpi: int = 120) -> str:
     return path
 
 
+def figure_png(fig: Figure, dpi: int = 100) -> bytes:
+    """A matplotlib figure as PNG bytes, and the figure closed: the value of an
+    ``ipywidgets.Image``. The explorers redraw widgets by value rather than capturing output in
+    an ``ipywidgets.Output``: under papermill, nbclient answers every capture on the shell channel
+    while it waits there for the cell's reply, which can leave it waiting forever."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=dpi, bbox_inches="tight", format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
 # ------------------------------------------------------------------------------ images
 def to_uint8_frames(frames) -> np.ndarray:
     """CLIP-normalised frames ``[..., 3, H, W]`` (torch or numpy) → uint8 ``[..., H, W, 3]``.

@@ -39,7 +39,8 @@ CELL_TIMEOUT = 600          # seconds per cell; a ci run of a whole notebook tak
 NBVAL_MARK = "# NBVAL_CHECK_OUTPUT"
 DEFAULTS = {"PRESET": "tiny", "SEED": 0, "DEVICE": "cpu", "DATA_DIR": None, "MAX_STEPS": None,
             "INTERACTIVE": False}            # OUT_DIR: "runs/notebooks/<notebook name>"
-WITH_EXPLORER = ("00_data_tour",)            # also run with INTERACTIVE=True (widgets, headless)
+WITH_EXPLORER = ("00_data_tour", "06_sound_localization")  # also run with INTERACTIVE=True (headless)
+EXPLORER_CELL_SECONDS = 120  # a lost kernel reply shows up as a cell that lasts its whole timeout
 
 # ------------------------------------------------------------------------------ expectations
 # Per notebook: {metric: (low, high)} (inclusive; None = unbounded), and relations between metrics.
@@ -381,10 +382,6 @@ def test_runs_at_ci(path, ci_runs):
 
 @pytest.mark.notebook
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("ECLIPSE_TEST_WIDGETS") != "1",
-                    reason="opt-in (ECLIPSE_TEST_WIDGETS=1): in a fresh clone papermill waited forever "
-                           "for the kernel after the ipywidgets explorer cell (kernel idle, client "
-                           "polling), twice in a row; to be investigated")
 @pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.stem in WITH_EXPLORER],
                          ids=[s for s in WITH_EXPLORER if any(p.stem == s for p in NOTEBOOKS)])
 def test_runs_with_the_explorer(path, ci_runs):
@@ -394,6 +391,16 @@ def test_runs_with_the_explorer(path, ci_runs):
     views = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
              if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
     assert views, "INTERACTIVE=True displayed no widget"
+    slow = {i: c.metadata["papermill"]["duration"] for i, c in enumerate(nb.cells)
+            if c.cell_type == "code" and c.metadata.get("papermill", {}).get("duration", 0) > EXPLORER_CELL_SECONDS}
+    assert not slow, (f"cells {slow} ran over {EXPLORER_CELL_SECONDS} s: under papermill, capturing output "
+                      f"in an ipywidgets.Output can lose the kernel's reply until the cell timeout")
+    state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    drawn = {m["model_name"]: m for m in state.values() if m["model_name"] in ("ImageModel", "AudioModel")}
+    assert set(drawn) == {"ImageModel", "AudioModel"}, f"the explorer drew {sorted(drawn)}"
+    for name, model in drawn.items():   # binary values travel as base64 buffers in the saved state
+        sizes = [len(b.get("data", "")) for b in model.get("buffers", []) if b.get("path") == ["value"]]
+        assert sizes and sizes[0] > 1000, f"the explorer's {name} has no picture/sound ({sizes})"
 
 
 def nbval_rerun(executed: Path, workdir: Path) -> subprocess.CompletedProcess:
