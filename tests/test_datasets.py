@@ -1,6 +1,8 @@
 """RetrievalDataset and the dataset readers, on fixtures written in each dataset's real format."""
 import csv
 import json
+import os
+import sys
 import warnings
 
 import numpy as np
@@ -147,6 +149,11 @@ def test_compact_batches_expand_to_the_same_tensors(clips):
                          collate_fn=collate).__iter__().__next__()
     assert raw["frames_uint8"].dtype == torch.uint8 and "audio" not in raw
     assert raw["waveform_length"].tolist()[2] == 0  # the silent video
+    assert raw["waveform"].is_shared()  # collated straight into shared memory in the worker
+    in_process = collate([compact_ds[i] for i in range(len(items))])
+    assert torch.equal(in_process["waveform"], raw["waveform"])
+    for row, length in enumerate(in_process["waveform_length"].tolist()):
+        assert not in_process["waveform"][row, length:].any(), "padding must be zeros"
     full = expand_compact(raw)
     assert full.keys() == eager.keys() and full["num_skipped"] == eager["num_skipped"] == 1
     for key, value in eager.items():
@@ -456,3 +463,16 @@ def test_throughput_bench_runs(tmp_path, capsys):
     assert result["clips"] == 4 and result["skipped"] == 0 and result["clips_per_s"] > 0
     assert "clips/s" in capsys.readouterr().out
     assert len(list((tmp_path / "bench").glob("*.mp4"))) == 2
+
+
+def test_keep_freed_memory():
+    from eclipse_lite.data.heap import keep_freed_memory
+
+    with pytest.raises(ValueError, match="positive"):
+        keep_freed_memory(0)
+    kept = keep_freed_memory()
+    assert isinstance(kept, bool)
+    if sys.platform.startswith("linux") and os.path.exists("/lib/x86_64-linux-gnu/libc.so.6"):
+        assert kept  # glibc accepts both settings
+    big = torch.ones(8 << 20)  # 32 MB: served from the heap now; still a normal tensor
+    assert float(big.sum()) == 8 << 20

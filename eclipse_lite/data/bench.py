@@ -28,6 +28,7 @@ import numpy as np
 
 from .datasets import Item, RetrievalDataset, collate, expand_compact, read_jsonl_manifest
 from .datasets import VIDEO_EXTENSIONS
+from .heap import keep_freed_memory
 
 
 def write_bench_video(path: str, duration_s: float = 90.0, fps: int = 4, size: int = 128,
@@ -125,12 +126,14 @@ def items_from_dir(video_dir: str) -> List[Item]:
 def run(items: List[Item], frames: int = 32, workers: int = 2, batch_size: int = 4,
         image_size: int = 224, window_s: float = 10.0, sample_rate: int = 16000,
         backend: str = "auto", epochs: int = 2, max_clips: Optional[int] = None,
-        compact: bool = True) -> dict:
+        compact: bool = True, keep_memory: bool = True) -> dict:
     """Load ``items`` through a DataLoader and time it. Returns the measured figures.
 
     ``compact``: workers send uint8 frames and the waveform, and the main process normalises
     the frames and cuts the audio windows (:func:`~eclipse_lite.data.datasets.expand_compact`,
-    inside the timed loop, on the CPU), as training does; False: workers send it all finished."""
+    inside the timed loop, on the CPU), as training does; False: workers send it all finished.
+    ``keep_memory``: :func:`~eclipse_lite.data.heap.keep_freed_memory` first (this process and the
+    workers it forks reuse freed batch buffers instead of page-faulting fresh ones)."""
     import torch
     from torch.utils.data import DataLoader
 
@@ -141,6 +144,7 @@ def run(items: List[Item], frames: int = 32, workers: int = 2, batch_size: int =
                           compact=compact)
     loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate,
                         persistent_workers=workers > 0)
+    kept = keep_freed_memory() if keep_memory else False
     torch.set_num_threads(1)
     cpu_start = _cpu_seconds()
     # "steady" excludes the start: until every worker has delivered its first batch, the
@@ -170,7 +174,7 @@ def run(items: List[Item], frames: int = 32, workers: int = 2, batch_size: int =
             "cpu_s_per_clip": round(cpu / clips, 4) if clips else None,
             "frames": frames, "workers": workers, "batch_size": batch_size,
             "image_size": image_size, "window_s": window_s, "backend": backend,
-            "compact": compact, "cpus": os.cpu_count()}
+            "compact": compact, "keep_memory": kept, "cpus": os.cpu_count()}
 
 
 def main(argv: Optional[List[str]] = None) -> dict:
@@ -196,6 +200,9 @@ def main(argv: Optional[List[str]] = None) -> dict:
     p.add_argument("--no-compact", dest="compact", action="store_false",
                    help="workers normalise frames and cut audio windows themselves (~40 MB per "
                         "32-frame clip through shared memory instead of ~6 MB)")
+    p.add_argument("--no-keep-memory", dest="keep_memory", action="store_false",
+                   help="leave glibc's malloc settings alone (each batch's ~160 MB of buffers is "
+                        "mmapped and page-faulted afresh)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON line")
     args = p.parse_args(argv)
 
@@ -212,7 +219,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     result = run(items, frames=args.frames, workers=args.workers, batch_size=args.batch_size,
                  image_size=args.image_size, window_s=args.window, sample_rate=args.sample_rate,
                  backend=args.backend, epochs=args.epochs, max_clips=args.max_clips,
-                 compact=args.compact)
+                 compact=args.compact, keep_memory=args.keep_memory)
     if args.json:
         print(json.dumps(result))
     else:
@@ -222,7 +229,9 @@ def main(argv: Optional[List[str]] = None) -> dict:
               f"{os.cpu_count() / result['cpu_s_per_clip']:.1f} clips/s on {os.cpu_count()} idle "
               f"cores; T={args.frames}, {args.image_size} px, {args.window} s audio windows, "
               f"{args.workers} workers, backend={args.backend}, "
-              f"{'compact' if args.compact else 'finished'} batches, {result['skipped']} skipped")
+              f"{'compact' if args.compact else 'finished'} batches, "
+              f"{'freed memory kept' if result['keep_memory'] else 'malloc defaults'}, "
+              f"{result['skipped']} skipped")
     return result
 
 

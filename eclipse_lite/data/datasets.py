@@ -33,7 +33,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_info
 
 from ..config import CLIP_MEAN, CLIP_STD, ModelConfig
 from .cache import MissingFeaturesError, StaleCacheError
@@ -316,9 +316,10 @@ class RetrievalDataset(Dataset):
             if key == "waveform":  # compact batches: pad to the longest, keep the lengths
                 waves = [b[key] for b in kept]
                 lengths = torch.tensor([len(w) for w in waves], dtype=torch.long)
-                padded = torch.zeros(len(waves), int(lengths.max()), dtype=torch.float32)
+                padded = _batch_buffer((len(waves), int(lengths.max())), torch.float32)
                 for row, wave in enumerate(waves):
                     padded[row, :len(wave)] = wave
+                    padded[row, len(wave):] = 0.0
                 out[key], out["waveform_length"] = padded, lengths
             elif key == "compact":
                 out[key] = value
@@ -409,6 +410,16 @@ def expand_compact(batch: Dict[str, Any], device: Any = None) -> Dict[str, Any]:
 def collate(batch: Sequence[Optional[Dict[str, Any]]]) -> Optional[Dict[str, Any]]:
     """Module-level alias of :meth:`RetrievalDataset.collate` (picklable for DataLoader)."""
     return RetrievalDataset.collate(batch)
+
+
+def _batch_buffer(shape: Tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised tensor; inside a DataLoader worker, in shared memory already (as
+    ``default_collate`` does), which saves copying it there when the batch is sent."""
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    numel = int(np.prod(shape))
+    storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(numel, device="cpu")
+    return torch.empty(0, dtype=dtype).new(storage).view(shape)
 
 
 def _first(batch: list) -> Any:
