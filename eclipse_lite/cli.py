@@ -143,6 +143,7 @@ def cmd_pretrain(args) -> None:
 
 
 def cmd_train(args) -> None:
+    from .distributed import main_process_first
     from .pipeline import check_data_dir, demo_train_config, finetune_and_test, load_clips
     from .train import write_results
     cfg, train_over = _configs(args)
@@ -151,9 +152,11 @@ def cmd_train(args) -> None:
     if cfg.name == "base":
         raise CommandError("the base preset trains on real datasets with precomputed audio features; "
                            "see README 'Real data' (from_clip + RetrievalDataset + FeatureCache)")
-    clip_state, encoder, _ = _towers(cfg, data_dir)
-    clips = load_clips(data_dir, cfg, encoder)
     tc = demo_train_config(args.preset, **train_over)
+    # under torchrun, rank 0 pretrains and decodes into the caches; the other ranks then read them
+    with main_process_first(tc.device):
+        clip_state, encoder, _ = _towers(cfg, data_dir)
+        clips = load_clips(data_dir, cfg, encoder)
     res = finetune_and_test(cfg.fusion, cfg, clips, clip_state, tc, Path(args.out), tc.seed,
                             resume=args.resume)
     write_results(Path(args.out) / "results.json", {"t2v": res["t2v"], "v2t": res["v2t"]},

@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Iterator, List, Optional, Tuple
@@ -49,7 +50,7 @@ __all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "get_rank", "g
            "is_main_process", "barrier", "all_gather_variable", "gather_with_grad",
            "global_infonce", "scale_grad", "any_across_ranks", "ShardedBatchSampler",
            "ShardedEvalSampler", "resolve_device", "broadcast_object", "epoch_permutation",
-           "shard_bounds"]
+           "shard_bounds", "main_process_first"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,6 +161,27 @@ def is_main_process() -> bool:
 def barrier() -> None:
     if _initialised() and get_world_size() > 1:
         dist.barrier()
+
+
+@contextmanager
+def main_process_first(device: Any = "auto") -> Iterator[DistInfo]:
+    """Run the block on rank 0 first, then on the other ranks (all of them at once).
+
+    For work that writes a cache the others can then read: pretraining the tiny towers,
+    decoding a split into tensors. Without it, ``torchrun --nproc_per_node N`` would start N
+    copies of the same minutes-long job, each writing the same files. Joins the process group
+    (:func:`init_distributed`) and yields this process's :class:`DistInfo`; a plain run just
+    runs the block. Rank 0 reaches its barrier even when the block raises, so the others are
+    released to fail the same way rather than wait out the group's timeout.
+    """
+    info = init_distributed(device)
+    if info.distributed and not info.is_main:
+        barrier()                        # wait for rank 0 to finish the block
+    try:
+        yield info
+    finally:
+        if info.distributed and info.is_main:
+            barrier()                    # release the others
 
 
 def any_across_ranks(flag: bool, device: Any = "cpu") -> bool:

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -82,12 +83,20 @@ def worker(out: Path) -> None:
     from torch.nn.parallel import DistributedDataParallel
     from eclipse_lite.distributed import cleanup_distributed, init_distributed
     torch.use_deterministic_algorithms(True, warn_only=True)
+    from eclipse_lite.distributed import main_process_first
     info = init_distributed("cpu")
     assert info.world_size == 2 and info.backend == "gloo", info
+    marker = out / "written-by-rank-0"
+    with main_process_first("cpu") as first:
+        if first.is_main:
+            time.sleep(1.0)              # a slow cache writer
+            marker.write_text("done")
+        saw_cache = marker.exists()      # rank 1 enters only after rank 0 has left
     lo, hi = shard_bounds(8, info.rank, info.world_size)      # this rank's half of batch 0..7
     result = everything(lambda m: DistributedDataParallel(m, find_unused_parameters=True),
                         range(lo, hi), out / "run")
     result["rank"] = info.rank
+    result["saw_cache"] = saw_cache
     torch.save(result, out / f"rank{info.rank}.pt")
     cleanup_distributed()
 
@@ -146,6 +155,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    assert [r["saw_cache"] for r in ranks] == [True, True]   # main_process_first: rank 0 first
     reference = everything(lambda m: m, range(8), tmp_path / "single")
 
     for k in (1, 2):                     # one step: loss and DDP-averaged gradients
