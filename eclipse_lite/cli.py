@@ -10,8 +10,19 @@
     eclipse-lite report    --run runs/demo               # re-write report.md from results.json
     eclipse-lite demo      --out runs/demo               # the main job (make demo)
 
+Real data, the ``base`` preset (``eclipse_lite.realdata``): ``--data`` holds the generic manifests
+train/val/test.jsonl (data/README.md), ``--clip`` a Hugging Face hub id or a save_pretrained folder,
+and the audio comes precomputed (``--audio-features``, the paper's setting) or on the fly from the
+VGGSound ResNet-18 (``--vggsound``)::
+
+    eclipse-lite cache-audio --preset base --vggsound H.pth.tar --data data/anet --out features/anet
+    eclipse-lite train --preset base --clip openai/clip-vit-base-patch32 --data data/anet \
+        --audio-features features/anet --out runs/anet [--set epochs=5 --set num_workers=8]
+    eclipse-lite eval  --preset base --checkpoint runs/anet/best --data data/anet \
+        --audio-features features/anet
+
 ``--set key=value`` sets any ModelConfig or TrainConfig field. Multi-GPU:
-``torchrun --nproc_per_node N -m eclipse_lite.cli train ...``.
+``torchrun --nproc_per_node N -m eclipse_lite.cli train ...`` (same flags).
 """
 from __future__ import annotations
 
@@ -43,6 +54,17 @@ def _data_arg(p: argparse.ArgumentParser) -> None:
                    help="benchmark folder with train/val/test.jsonl (default data/generated/PRESET)")
 
 
+def _real_data_args(p: argparse.ArgumentParser, clip: bool = False) -> None:
+    if clip:
+        p.add_argument("--clip", default=None, metavar="NAME_OR_PATH",
+                       help="start from these CLIP weights: a Hugging Face hub id or a folder "
+                            "written by CLIPModel.save_pretrained (required for --preset base)")
+    p.add_argument("--audio-features", default=None, metavar="DIR",
+                   help="real data: a cache of per-frame audio embeddings (eclipse-lite cache-audio)")
+    p.add_argument("--vggsound", default=None, metavar="PATH",
+                   help="real data: VGGSound ResNet-18 weights; embeds the audio on the fly")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eclipse-lite", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -65,13 +87,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="fine-tune one model and evaluate it on the test split")
     _common(p, "runs/train")
     _data_arg(p)
+    _real_data_args(p, clip=True)
     p.add_argument("--resume", action="store_true", help="continue from OUT/last")
 
     p = sub.add_parser("eval", help="evaluate a checkpoint on a split")
     _common(p, "runs/eval")
     _data_arg(p)
+    _real_data_args(p)
     p.add_argument("--checkpoint", required=True, help="a folder with model.safetensors (+ config.json)")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
+
+    p = sub.add_parser("cache-audio", help="precompute per-frame audio embeddings of real data "
+                                           "(VGGSound ResNet-18) into a feature cache")
+    p.add_argument("--preset", default="base", help=f"{', '.join(PRESETS)} (default base)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="num_frames, audio_window_s, sample_rate as for train; num_workers = "
+                        "decoding processes")
+    p.add_argument("--device", default="auto", help="where the encoder runs: auto, cpu, cuda ...")
+    p.add_argument("--vggsound", required=True, metavar="PATH", help="VGGSound ResNet-18 weights")
+    p.add_argument("--data", required=True, help="folder with train/val/test.jsonl (those present)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="the cache folder; pass it to train and eval as --audio-features")
 
     p = sub.add_parser("ablate", help="the paper's ablation grid at small scale")
     _common(p, "runs/ablate")
@@ -122,6 +158,122 @@ def _towers(cfg: ModelConfig, data_dir: Path, force: bool = False):
     return pretrained_towers(cfg, data_dir / "pretrained", pretrain_config_for(cfg.name), force=force)
 
 
+# ------------------------------------------------------------------ real data (eclipse_lite.realdata)
+# ModelConfig fields a preset gives a model loaded with --clip (the rest are CLIP's sizes)
+INPUT_FIELDS = ("num_frames", "audio_dim", "audio_encoder", "sample_rate", "audio_window_s", "n_mels")
+CACHE_FIELDS = ("num_frames", "audio_window_s", "sample_rate")   # --set keys that change a cache
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _real_items(args, splits):
+    from .realdata import read_splits
+    if not args.data:
+        raise CommandError(f"--data DIR is required for real data: a folder with "
+                           f"{', '.join(s + '.jsonl' for s in splits)} (see data/README.md)")
+    try:
+        return read_splits(args.data, splits)
+    except ValueError as exc:
+        raise CommandError(_one_line(exc)) from None
+
+
+def _cache_hint(args) -> str:
+    sets = "".join(f" --set {s}" for s in args.sets if s.split("=", 1)[0].strip() in CACHE_FIELDS)
+    return (f"`eclipse-lite cache-audio --preset {args.preset} --vggsound WEIGHTS --data {args.data} "
+            f"--out {args.audio_features}{sets}` (or eclipse_lite.realdata.build_audio_cache)")
+
+
+def _audio_source(args, cfg: ModelConfig, items):
+    """``(FeatureCache, None)`` for --audio-features, ``(None, encoder)`` for --vggsound."""
+    from .data.cache import MissingFeaturesError, StaleCacheError
+    from .realdata import open_audio_cache, vggsound_encoder
+    if bool(args.audio_features) == bool(args.vggsound):
+        got = "both" if args.audio_features else "neither"
+        raise CommandError(f"got {got} of --audio-features and --vggsound: pass --audio-features DIR "
+                           "(per-frame audio embeddings precomputed by `eclipse-lite cache-audio`, "
+                           "the paper's setting) or --vggsound WEIGHTS (the VGGSound ResNet-18, run "
+                           "on the fly)")
+    try:
+        if args.vggsound:
+            return None, vggsound_encoder(cfg, args.vggsound)
+        return open_audio_cache(args.audio_features, items, cfg, _cache_hint(args)), None
+    except (ValueError, MissingFeaturesError, StaleCacheError) as exc:
+        raise CommandError(_one_line(exc)) from None
+
+
+def _load_clip(name: str, overrides: dict):
+    from .model import ECLIPSE
+    try:
+        return ECLIPSE.from_clip(name, **overrides)
+    except (OSError, ValueError, KeyError) as exc:
+        raise CommandError(f"--clip {name} could not be loaded: {_one_line(exc)} A local folder "
+                           "written by transformers' CLIPModel.save_pretrained works offline: "
+                           "--clip DIR") from None
+
+
+def _train_real(args) -> None:
+    """``train --clip ... --data ... (--audio-features DIR | --vggsound PATH)``."""
+    from .distributed import cleanup_distributed, is_main_process, main_process_first, resolve_device
+    from .overrides import parse_sets
+    from .pipeline import demo_train_config
+    from .realdata import SPLITS, make_datasets, train_and_test
+    from .train import TrainConfig, seed_everything, write_results
+    cfg, train_over = _configs(args)                  # validates the preset and every --set
+    model_over, _ = parse_sets(args.sets, ModelConfig, TrainConfig)
+    if not args.clip:
+        raise CommandError("the base preset starts from CLIP's weights: pass --clip NAME_OR_PATH, a "
+                           "Hugging Face hub id (openai/clip-vit-base-patch32) or a folder written "
+                           "by CLIPModel.save_pretrained")
+    if "gradient_checkpointing" in model_over:       # a ModelConfig field that fit sets from tc
+        train_over["gradient_checkpointing"] = model_over["gradient_checkpointing"]
+    try:
+        tc = (TrainConfig.paper(**{"epochs": 5, **train_over}) if args.preset == "base"
+              else demo_train_config(args.preset, **train_over))
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    items = _real_items(args, SPLITS)
+    cache, encoder = _audio_source(args, cfg, items)
+    seed_everything(tc.seed)                          # the audio projection's initial weights
+    # under torchrun, rank 0 fetches the CLIP weights into the hub cache; the others then read it
+    with main_process_first(tc.device):
+        model = _load_clip(args.clip, {**{k: getattr(cfg, k) for k in INPUT_FIELDS}, **model_over})
+    # compact batches (uint8 frames, whole waveforms; windows cut on the GPU) carry waveforms, so
+    # only with an encoder: RetrievalDataset refuses compact=True with cached features
+    compact = encoder is not None and resolve_device(tc.device).type == "cuda"
+    data = make_datasets(items, model.config, cache, compact=compact)
+    out = Path(args.out)
+    res = train_and_test(model, data, tc, out, encoder, resume=args.resume)
+    if is_main_process():
+        run = {"clip": args.clip, "data": str(args.data), "best_epoch": res["best_epoch"],
+               "val": res["val"], "steps": res["steps"], "train_seconds": res["train_seconds"],
+               "audio": (f"features {args.audio_features}" if cache is not None
+                         else f"vggsound {args.vggsound}")}
+        write_results(out / "results.json", {"t2v": res["t2v"], "v2t": res["v2t"]},
+                      model_config=model.config, train_config=tc, seed=tc.seed, extra={"run": run})
+        print(f"test T2V {json.dumps(res['t2v'])}\ntest V2T {json.dumps(res['v2t'])}")
+    cleanup_distributed()
+
+
+def _eval_real(args, model, num_workers: int) -> None:
+    """``eval --checkpoint ... --data ... (--audio-features DIR | --vggsound PATH)``."""
+    from .distributed import resolve_device
+    from .realdata import make_datasets, score_split
+    from .train import write_results
+    cfg = model.config
+    items = _real_items(args, (args.split,))
+    cache, encoder = _audio_source(args, cfg, items)
+    device = resolve_device(args.device)
+    data = make_datasets(items, cfg, cache, compact=encoder is not None and device.type == "cuda")
+    metrics = score_split(model, data[args.split], encoder, device=device, num_workers=num_workers)
+    write_results(Path(args.out) / "results.json", {"t2v": metrics["t2v"], "v2t": metrics["v2t"]},
+                  model_config=cfg, seed=None, extra={"run": {"checkpoint": str(args.checkpoint),
+                                                               "data": str(args.data),
+                                                               "split": args.split}})
+    print(f"{args.split} T2V {json.dumps(metrics['t2v'])}\n{args.split} V2T {json.dumps(metrics['v2t'])}")
+
+
 # ------------------------------------------------------------------ commands
 def cmd_make_data(args) -> None:
     from .data import synth
@@ -146,12 +298,14 @@ def cmd_train(args) -> None:
     from .distributed import main_process_first
     from .pipeline import check_data_dir, demo_train_config, finetune_and_test, load_clips
     from .train import write_results
+    if args.preset == "base" or args.clip:
+        return _train_real(args)
+    if args.audio_features or args.vggsound:
+        raise CommandError("--audio-features and --vggsound go with --clip (fine-tuning CLIP's weights "
+                           "on real data); the ci and tiny presets use their pretrained towers")
     cfg, train_over = _configs(args)
     data_dir = _data_dir(args)
     check_data_dir(data_dir, args.preset)
-    if cfg.name == "base":
-        raise CommandError("the base preset trains on real datasets with precomputed audio features; "
-                           "see README 'Real data' (from_clip + RetrievalDataset + FeatureCache)")
     tc = demo_train_config(args.preset, **train_over)
     # under torchrun, rank 0 pretrains and decodes into the caches; the other ranks then read them
     with main_process_first(tc.device):
@@ -166,16 +320,24 @@ def cmd_train(args) -> None:
 
 def cmd_eval(args) -> None:
     from .model import ECLIPSE
+    from .overrides import parse_sets
     from .pipeline import check_data_dir, load_clips
-    from .train import evaluate, write_results
+    from .train import TrainConfig, evaluate, write_results
     ckpt = Path(args.checkpoint)
     if not (ckpt / "model.safetensors").exists():
         raise CommandError(f"{ckpt} has no model.safetensors: pass a folder written by training "
                            "(e.g. runs/train/best)")
+    # --set num_workers=N (DataLoader workers) is used; any other --set would change the model
+    model_sets = [s for s in args.sets if s.split("=", 1)[0].strip() != "num_workers"]
+    try:
+        _, train_over = parse_sets(args.sets, ModelConfig, TrainConfig)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    workers = train_over.get("num_workers", 0)
     if (ckpt / "config.json").exists():
-        if args.sets:
+        if model_sets:
             raise CommandError(f"{ckpt} has a config.json, which fixes the model: --set "
-                               f"{' '.join(args.sets)} would be ignored; drop it")
+                               f"{' '.join(model_sets)} would be ignored; drop it")
         model = ECLIPSE.from_pretrained(ckpt)
     else:
         from .checkpoints import read_state_dict
@@ -183,11 +345,13 @@ def cmd_eval(args) -> None:
         model = ECLIPSE(cfg)
         model.load_state_dict(read_state_dict(ckpt / "model.safetensors"))
     cfg = model.config
+    if args.preset == "base" or args.audio_features or args.vggsound or cfg.name in ("base", "from_clip"):
+        return _eval_real(args, model, workers)
     data_dir = _data_dir(args)
     check_data_dir(data_dir, cfg.name)   # before minutes of pretraining, not after
     _, encoder, _ = _towers(cfg, data_dir)
     clips = load_clips(data_dir, cfg, encoder)
-    metrics = evaluate(model, clips[args.split], batch_size=64,
+    metrics = evaluate(model, clips[args.split], batch_size=64, num_workers=workers,
                        device=None if args.device == "auto" else args.device)
     write_results(Path(args.out) / "results.json", {"t2v": metrics["t2v"], "v2t": metrics["v2t"]},
                   model_config=cfg, seed=None)
@@ -222,8 +386,29 @@ def cmd_demo(args) -> None:
     print(f"report: {Path(args.out) / 'report.md'}")
 
 
+def cmd_cache_audio(args) -> None:
+    from .distributed import main_process_first
+    from .realdata import SPLITS, build_audio_cache, vggsound_encoder
+    from .train import _progress_enabled
+    cfg, train_over = _configs(args)
+    splits = [s for s in SPLITS if (Path(args.data) / f"{s}.jsonl").is_file()] or list(SPLITS)
+    items = _real_items(args, splits)
+    try:
+        encoder = vggsound_encoder(cfg, args.vggsound)
+    except ValueError as exc:
+        raise CommandError(_one_line(exc)) from None
+    # under torchrun, rank 0 builds the cache; the other ranks then find every entry fresh
+    with main_process_first(args.device) as info:
+        report = build_audio_cache([it for s in splits for it in items[s]], cfg, encoder, args.out,
+                                   device=info.device, workers=train_over.get("num_workers", 0),
+                                   progress=_progress_enabled(True))
+    print(f"audio features in {args.out} ({', '.join(splits)}): {report['computed']} computed, "
+          f"{report['cached']} already cached, {len(report['failed'])} failed to decode")
+
+
 COMMANDS = {"make-data": cmd_make_data, "pretrain": cmd_pretrain, "train": cmd_train, "eval": cmd_eval,
-            "ablate": cmd_ablate, "report": cmd_report, "demo": cmd_demo}
+            "cache-audio": cmd_cache_audio, "ablate": cmd_ablate, "report": cmd_report,
+            "demo": cmd_demo}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

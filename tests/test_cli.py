@@ -103,3 +103,148 @@ def test_ablation_grid_smoke(ci_data, tmp_path):
 def test_console_script_entry_point():
     out = subprocess.run([sys.executable, "-m", "eclipse_lite.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "make-data" in out.stdout
+
+
+# ------------------------------------------------------------------ real data, the base preset
+# a base-preset run at ci size: a random 2-layer CLIP (save_pretrained), the ci benchmark as real
+# manifests, 4 frames, 0.5 s audio windows through a random-weight VGGSound ResNet-18 (512-d)
+BASE = ["--preset", "base", "--set", "num_frames=4", "--set", "audio_window_s=0.5"]
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    import torch
+    from transformers import CLIPConfig, CLIPModel
+    torch.manual_seed(0)
+    config = CLIPConfig(
+        text_config=dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2,
+                         num_attention_heads=2, max_position_embeddings=64),
+        vision_config=dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2,
+                           num_attention_heads=2, image_size=32, patch_size=8),
+        projection_dim=64)
+    out = tmp_path_factory.mktemp("clip") / "tiny-clip"
+    CLIPModel(config).save_pretrained(str(out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def vggsound_weights(tmp_path_factory):
+    import torch
+    from eclipse_lite.audio import ResNet18Audio
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("vggsound") / "resnet18.pth"
+    torch.save(ResNet18Audio().state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def audio_cache(ci_data, vggsound_weights, tmp_path_factory):
+    out = tmp_path_factory.mktemp("features") / "ci"
+    assert main(["cache-audio", *BASE, "--vggsound", str(vggsound_weights), "--data", str(ci_data),
+                 "--device", "cpu", "--out", str(out)]) == 0
+    return out
+
+
+def test_cache_audio_holds_the_vggsound_embeddings_of_every_video(ci_data, audio_cache, vggsound_weights,
+                                                                  capsys):
+    import torch
+    from eclipse_lite.audio import encode_windows
+    from eclipse_lite.config import ModelConfig
+    from eclipse_lite.data import FeatureCache, RetrievalDataset, read_jsonl_manifest
+    from eclipse_lite.realdata import vggsound_encoder
+    cfg = ModelConfig.preset("base", num_frames=4, audio_window_s=0.5)
+    cache = FeatureCache(str(audio_cache))
+    assert cache.settings.encoder == "resnet18-vggsound" and cache.settings.window_s == 0.5
+    items = read_jsonl_manifest(str(ci_data / "test.jsonl"))
+    x = RetrievalDataset.from_config(items, cfg)[0]                     # windows [T, W]
+    with torch.no_grad():
+        fresh = encode_windows(vggsound_encoder(cfg, vggsound_weights), x["audio"][None],
+                               x["audio_mask"][None])[0]
+    assert cache.get(items[0].video_id).shape == (4, 512)
+    torch.testing.assert_close(cache.get(items[0].video_id), fresh, rtol=1e-4, atol=1e-4)
+    # a second run finds all 12 videos cached and computes nothing
+    assert main(["cache-audio", *BASE, "--vggsound", str(vggsound_weights), "--data", str(ci_data),
+                 "--device", "cpu", "--out", str(audio_cache)]) == 0
+    assert "0 computed, 12 already cached" in capsys.readouterr().out
+
+
+def test_base_train_then_eval_on_precomputed_audio(ci_data, tiny_clip, audio_cache, vggsound_weights,
+                                                   tmp_path, monkeypatch):
+    import math
+    import eclipse_lite.cli as cli
+    monkeypatch.setattr(cli, "_towers", lambda *a, **k: pytest.fail("base pretrained tiny towers"))
+    out = tmp_path / "run"
+    assert main(["train", *BASE, "--clip", str(tiny_clip), "--data", str(ci_data),
+                 "--audio-features", str(audio_cache), "--set", "epochs=1", "--set", "batch_size=4",
+                 "--device", "cpu", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    t2v = results["metrics"]["t2v"]
+    assert set(t2v) == {"R@1", "R@5", "R@10", "MdR", "MnR"} and all(math.isfinite(v) for v in t2v.values())
+    assert 1 <= t2v["MnR"] <= 4                                        # 4 test videos
+    assert results["model_config"]["vision_width"] == 64 and results["model_config"]["num_frames"] == 4
+    tc = results["train_config"]                                       # the paper's recipe
+    assert tc["lr_clip"] == 1e-7 and tc["gradient_checkpointing"] is True and tc["epochs"] == 1
+    assert results["run"]["best_epoch"] == 0 and results["run"]["steps"] == 1
+    assert (out / "best" / "model.safetensors").exists()
+    common = ["eval", "--preset", "base", "--checkpoint", str(out / "best"), "--data", str(ci_data),
+              "--device", "cpu"]
+    assert main([*common, "--audio-features", str(audio_cache), "--out", str(tmp_path / "e1")]) == 0
+    again = json.loads((tmp_path / "e1" / "results.json").read_text())
+    assert again["metrics"]["t2v"] == t2v and again["metrics"]["v2t"] == results["metrics"]["v2t"]
+    # the same scores with the audio embedded on the fly from the waveform
+    assert main([*common, "--vggsound", str(vggsound_weights), "--out", str(tmp_path / "e2")]) == 0
+    fly = json.loads((tmp_path / "e2" / "results.json").read_text())
+    assert fly["metrics"]["t2v"] == pytest.approx(t2v)
+
+
+def test_base_trains_with_audio_embedded_on_the_fly(ci_data, tiny_clip, vggsound_weights, tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", *BASE, "--clip", str(tiny_clip), "--data", str(ci_data),
+                 "--vggsound", str(vggsound_weights), "--set", "epochs=1", "--set", "batch_size=4",
+                 "--device", "cpu", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["run"]["audio"].startswith("vggsound") and results["run"]["steps"] == 1
+    assert (out / "best" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda f, s: f.pop("--clip"), "pass --clip NAME_OR_PATH"),
+    (lambda f, s: f.update({"--clip": "openai/no-such-clip"}),
+     "--clip openai/no-such-clip could not be loaded"),
+    (lambda f, s: f.update({"--data": "EMPTY"}), "has no train.jsonl, val.jsonl, test.jsonl"),
+    (lambda f, s: f.pop("--audio-features"), "got neither of --audio-features and --vggsound"),
+    (lambda f, s: s.remove("audio_window_s=0.5"), "window_s=10.0 (cache: 0.5)"),
+    (lambda f, s: s.append("audio_dim=64"), "set audio_dim=512"),
+    (lambda f, s: f.update({"--preset": "tiny", "--clip": None}), "go with --clip"),
+], ids=["no_clip", "hub_offline", "no_manifests", "no_audio", "other_window", "audio_dim",
+        "tiny_with_features"])
+def test_base_errors_are_one_actionable_line(edit, message, ci_data, tiny_clip, audio_cache, tmp_path,
+                                             capsys):
+    flags = {"--preset": "base", "--clip": str(tiny_clip), "--data": str(ci_data),
+             "--audio-features": str(audio_cache), "--device": "cpu", "--out": str(tmp_path / "run")}
+    sets = ["num_frames=4", "audio_window_s=0.5"]
+    edit(flags, sets)
+    if flags["--data"] == "EMPTY":
+        flags["--data"] = str(tmp_path)
+    argv = ["train"] + [x for k, v in flags.items() if v is not None for x in (k, v)]
+    assert main(argv + [x for s in sets for x in ("--set", s)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and err.count("\n") == 1, err
+    if "no-such-clip" in message:
+        assert "save_pretrained" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_video_missing_from_the_feature_cache_is_named(ci_data, tiny_clip, audio_cache, tmp_path,
+                                                         capsys):
+    import os
+    import shutil
+    from eclipse_lite.data import FeatureCache
+    partial = tmp_path / "features"
+    shutil.copytree(audio_cache, partial)
+    os.remove(FeatureCache(str(partial)).path_for("val_0001"))
+    argv = ["--data", str(ci_data), "--audio-features", str(partial), "--device", "cpu"]
+    assert main(["train", *BASE, "--clip", str(tiny_clip), *argv, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "'val_0001' (val)" in err and "eclipse-lite cache-audio --preset base" in err
+    assert "--set audio_window_s=0.5" in err and err.count("\n") == 1
