@@ -78,7 +78,7 @@ def demo_train_config(preset: str, **overrides):
     from .train import TrainConfig
     recipe = {
         "ci": dict(epochs=2, batch_size=4, lr_clip=1e-4, lr_new=1e-3, weight_decay=0.2),
-        "tiny": dict(epochs=12, batch_size=32, lr_clip=3e-4, lr_new=1e-3, weight_decay=0.2),
+        "tiny": dict(epochs=8, batch_size=32, lr_clip=3e-4, lr_new=3e-3, weight_decay=0.2),
         "base": dict(epochs=5, batch_size=64, lr_clip=1e-7, lr_new=1e-4, weight_decay=0.2),
     }[preset]
     recipe.update(overrides)

@@ -83,6 +83,7 @@ RANGES: Dict[str, Dict[str, Range]] = {
         "classes_per_window_10s": (0.0, None),
         "effect_10s_over_1s": (0.0, 1.0),                  # a 1 s sound is diluted in a 10 s window
         "gflops_per_10s_window": (1e-6, None),
+        "pretrain_audio_heldout_acc": (0.0, 1.0),          # the audio encoder, pretrained (and cached) here
     },
     "04_contrastive_training": {
         "infonce_max_abs_diff": (0.0, 0.0001), "logit_scale_init": (14.2847, 14.2867),
@@ -231,6 +232,9 @@ def test_expectation_tables_catch_bad_metrics():
     errors = check_expectations("03_audio", dict(good, logmel_max_err=0.5))
     assert "logmel_max_err = 0.5 not in [0.0, 0.001]" in errors
     assert any(e.startswith("window_samples missing") for e in errors)
+    assert any(e.startswith("pretrain_audio_heldout_acc missing") for e in errors)
+    assert "pretrain_audio_heldout_acc = 1.5 not in [0.0, 1.0]" in \
+        check_expectations("03_audio", dict(good, pretrain_audio_heldout_acc=1.5))
     assert any("does not hold" in e for e in check_expectations("03_audio", dict(good, coverage_window_1s=0.95)))
     assert not any("coverage" in e for e in check_expectations("03_audio", good))
     assert not any("peak_memory" in e for e in check_expectations("07_efficiency", {}))   # optional keys
@@ -378,6 +382,22 @@ def test_runs_at_ci(path, ci_runs):
     errors = check_expectations(path.stem, metrics)
     assert not errors, f"{path.name} at ci ({seconds:.0f} s): " + "; ".join(errors)
     print(f"{path.name}: {seconds:.1f} s at ci")
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+def test_03_leaves_the_audio_encoder_cached_for_04(ci_runs):
+    """Notebook 03 pretrains the audio encoder into the folder notebook 04's pretrained_towers
+    reads (``DATA_DIR/pretrained/<preset>-<key>/``), so that 04 only pretrains CLIP."""
+    from eclipse_lite.config import ModelConfig
+    from eclipse_lite.data import synth
+    from eclipse_lite.pipeline import pretrain_config_for
+    ci_runs.run(next(p for p in NOTEBOOKS if p.stem == "03_audio"))
+    cfg = ModelConfig.preset("ci")
+    key = pretrain_config_for("ci").key(cfg, extra=synth.PRETRAIN_DATA_VERSION)
+    folder = ci_runs.data_dir / "pretrained" / f"ci-{key}"
+    assert (folder / "audio.safetensors").exists() and (folder / "audio_info.json").exists(), \
+        f"03 left no audio encoder in {folder}"
 
 
 @pytest.mark.notebook

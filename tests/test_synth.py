@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from eclipse_lite.data import oracle as oracle_mod
-from eclipse_lite.data import synth
+from eclipse_lite.data import synth, synth_plan
 from eclipse_lite.data.synth import (EVENT_KINDS, SIZES, SOUND_CLASSES, VISUAL_CLASSES, box_at,
                                      make_benchmark, pretrain_rng, sample_frame_caption,
                                      sample_sound_clip)
@@ -85,15 +85,16 @@ def test_manifests_match_events(ci_dir, plans):
             assert spec.min_seconds <= plan["duration"] <= spec.max_seconds
             described = [e for e in plan["events"] if e["in_caption"]]
             assert row["segments"] == [[e["start"], e["end"]] for e in described]
-            assert 3 <= len(plan["events"]) <= 8 and 3 <= len(described) <= 4
+            echoes = [e for e in plan["events"] if e["kind"] == "echo"]
+            assert 3 <= len(plan["events"]) - len(echoes) <= 8 and 3 <= len(described) <= 4
             starts = [e["start"] for e in plan["events"]]
             assert starts == sorted(starts)
             for e in plan["events"]:
-                assert e["kind"] in EVENT_KINDS and e["in_caption"] == (e["kind"] != "distractor")
+                assert e["kind"] in EVENT_KINDS and e["in_caption"] == (e["kind"] not in ("distractor", "echo"))
                 assert 0 <= e["start"] < e["end"] <= plan["duration"]
                 has_visual = e["kind"] in ("seen_heard", "seen_only", "brief")
                 has_sound = e["kind"] in ("seen_heard", "heard_only", "brief")
-                if e["kind"] != "distractor":
+                if e["in_caption"]:
                     assert (e["visual_class"] is not None) == has_visual
                     assert (e["sound_class"] is not None) == has_sound
                 assert e["visual_class"] is None or e["visual_class"] in VISUAL_CLASSES
@@ -105,6 +106,26 @@ def test_manifests_match_events(ci_dir, plans):
     assert meta["sound_classes"] == SOUND_CLASSES and meta["visual_classes"] == VISUAL_CLASSES
     assert meta["event_counts"] == {k: sum(e["kind"] == k for p in plans.values() for e in p["events"])
                                     for k in EVENT_KINDS}
+
+
+def test_uncaptioned_echoes_are_as_prominent_as_the_captioned_sound(plans):
+    """Each video has UNCAPTIONED_ECHOES extra sound classes, outside the caption, that sound as
+    often, as long and as loud as the captioned one: prominence does not tell which is described."""
+    assert synth_plan.UNCAPTIONED_ECHOES >= 1
+    for plan in plans.values():
+        described = [e for e in plan["events"] if e["in_caption"] and e["sound_class"]]
+        echoes = [e for e in plan["events"] if e["kind"] == "echo"]
+        classes = {e["sound_class"] for e in echoes}
+        assert len(classes) == synth_plan.UNCAPTIONED_ECHOES
+        assert not classes & set(plan["palette"]) and not classes & {e["sound_class"] for e in described}
+        lengths = sorted(e["sound_end"] - e["sound_start"] for e in described)
+        for cls in classes:
+            mine = sorted(e["sound_end"] - e["sound_start"] for e in echoes if e["sound_class"] == cls)
+            np.testing.assert_allclose(mine, lengths, atol=2e-3)
+        for e in echoes:
+            assert not e["in_caption"] and e["visual_class"] is None
+            assert -2.0 <= e["sound_gain_db"] <= 2.0
+            assert 0 <= e["sound_start"] < e["sound_end"] <= plan["duration"]
 
 
 def test_every_event_kind_present(plans):
@@ -326,6 +347,10 @@ def test_tiny_calibration_matches_the_paper_shape():
     assert r["audio"]["R@1"] <= 30.0
     assert 50.0 <= r["video"]["R@1"] <= 85.0
     assert r["both"]["R@1"] >= r["video"]["R@1"] + 10.0
+    # with ties broken at random, as a trained model breaks them: audio alone still weak (version
+    # 1.0 of the generator had 36 here, and a trained audio-only model beat video-only)
+    assert r["audio"]["R@1_random_ties"] <= 15.0
+    assert r["both"]["R@1_random_ties"] >= r["video"]["R@1_random_ties"] + 5.0
     captions = [c for split in ("train", "val") for _, c in synth._plan_split(spec, 0, split)]
     captions += [c for _, c in test]
     assert np.mean([count_tokens(c) > 64 for c in captions]) <= 0.05
@@ -336,12 +361,37 @@ def test_frame_caption_sampler():
     a = [sample_frame_caption(pretrain_rng(0), 64) for _ in range(2)]
     assert a[0][1] == a[1][1] and np.array_equal(a[0][0], a[1][0])  # seeded
     rng = pretrain_rng(0, worker=1)
-    for _ in range(20):
+    for _ in range(40):
         frame, caption = sample_frame_caption(rng, 64)
         assert frame.shape == (64, 64, 3) and frame.dtype == np.uint8
         named = [c for c in VISUAL_CLASSES if c in caption]
-        assert 1 <= len(named) <= 3, caption
+        assert 1 <= len(named) <= 4, caption
         assert frame.std() > 5  # not blank
+
+
+def test_narrated_frames_draw_what_they_say(monkeypatch):
+    """A narrated frame draws exactly the objects its caption names, and its captions reach the
+    paragraphs' length and verbs (what the list captions never did)."""
+    from eclipse_lite.tokenizer import count_tokens
+    drawn = []
+    real_render = synth.render_frame
+    monkeypatch.setattr(synth, "render_frame", lambda bg, objects: drawn.append(list(objects)) or
+                        real_render(bg, objects))
+    rng = pretrain_rng(2)
+    lengths, verbs = [], set()
+    for _ in range(60):
+        frame, caption = synth._narrative_frame(rng, 64)
+        lengths.append(count_tokens(caption))
+        named = sorted(c for c in VISUAL_CLASSES if re.search(rf"\b{c}\b", caption))
+        assert sorted(cls for cls, _ in drawn[-1]) == named, caption
+        for _, (x0, y0, x1, y1) in drawn[-1]:
+            assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1
+        verbs.update(w for words in MOTION_WORDS.values() for w in words if f" {w} " in f" {caption} ")
+    assert {"slides", "bounces", "grows", "flashes"} <= verbs
+    assert len(verbs) >= 6
+    rng = pretrain_rng(3)
+    list_lengths = [count_tokens(synth._list_frame_caption(rng, 64)[1]) for _ in range(60)]
+    assert max(list_lengths) <= 30 and max(lengths) >= 40 and np.mean(lengths) > np.mean(list_lengths)
 
 
 def test_sound_clip_sampler():
