@@ -1,4 +1,5 @@
-"""Fine-tune video-only and ECLIPSE from the same pretrained towers with several seeds; print test R@1.
+"""Fine-tune video-only and ECLIPSE from the same pretrained towers with several seeds; print test
+(and validation) R@1.
 
 Usage: python scripts/compare_seeds.py --preset tiny --seeds 0 1 2 [--fusions audio_only,none,eclipse]
        [--audio-steps 300] [--epochs 24] [--out runs/compare_seeds.json] [--save-models DIR]
@@ -45,6 +46,7 @@ def main() -> None:
                          clips["test"], batch_size=64)
     print(json.dumps({"zero_shot": zero_shot["t2v"]}), flush=True)
     r1 = {f: [] for f in args.fusions.split(",")}
+    val_r1 = {f: [] for f in r1}
     runs = []
     for seed in args.seeds:
         for fusion in r1:
@@ -55,17 +57,21 @@ def main() -> None:
             tc = demo_train_config(args.preset, seed=seed, progress=False, **recipe)
             fit(model, clips["train"], clips["val"], tc)
             test = evaluate(model, clips["test"], batch_size=64)
+            val = evaluate(model, clips["val"], batch_size=64)
             if args.save_models is not None:
                 model.save_pretrained(args.save_models / f"{fusion}-seed{seed}")
             r1[fusion].append(test["t2v"]["R@1"])
+            val_r1[fusion].append(val["t2v"]["R@1"])
             runs.append({"seed": seed, "fusion": fusion, "seconds": round(time.time() - t0),
-                         "t2v": test["t2v"], "v2t": test["v2t"]})
+                         "t2v": test["t2v"], "v2t": test["v2t"], "val_t2v": val["t2v"]})
             print(json.dumps(runs[-1]), flush=True)
     summary = {}
     for fusion, values in r1.items():
         std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-        summary[fusion] = {"t2v_r1": values, "mean": float(np.mean(values)), "std": std}
-        line = f"{fusion}: T2V R@1 {np.mean(values):.1f} ± {std:.1f} over seeds {args.seeds}"
+        summary[fusion] = {"t2v_r1": values, "mean": float(np.mean(values)), "std": std,
+                           "val_t2v_r1": val_r1[fusion], "val_mean": float(np.mean(val_r1[fusion]))}
+        line = (f"{fusion}: T2V R@1 {np.mean(values):.1f} ± {std:.1f} over seeds {args.seeds} "
+                f"(val {np.mean(val_r1[fusion]):.1f}, seeds {val_r1[fusion]})")
         if "none" in r1 and fusion != "none":
             lead = [a - b for a, b in zip(values, r1["none"])]
             summary[fusion]["lead_over_none"] = lead

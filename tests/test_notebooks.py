@@ -84,6 +84,7 @@ RANGES: Dict[str, Dict[str, Range]] = {
         "effect_10s_over_1s": (0.0, 1.0),                  # a 1 s sound is diluted in a 10 s window
         "gflops_per_10s_window": (1e-6, None),
         "pretrain_audio_heldout_acc": (0.0, 1.0),          # the audio encoder, pretrained (and cached) here
+        "embedded_videos": (1, None),                      # every split decoded and embedded (cached) here
     },
     "04_contrastive_training": {
         "infonce_max_abs_diff": (0.0, 0.0001), "logit_scale_init": (14.2847, 14.2867),
@@ -386,9 +387,10 @@ def test_runs_at_ci(path, ci_runs):
 
 @pytest.mark.notebook
 @pytest.mark.slow
-def test_03_leaves_the_audio_encoder_cached_for_04(ci_runs):
+def test_03_leaves_the_audio_encoder_and_the_clips_cached_for_04(ci_runs, monkeypatch):
     """Notebook 03 pretrains the audio encoder into the folder notebook 04's pretrained_towers
-    reads (``DATA_DIR/pretrained/<preset>-<key>/``), so that 04 only pretrains CLIP."""
+    reads (``DATA_DIR/pretrained/<preset>-<key>/``), so that 04 only pretrains CLIP, and leaves
+    every split decoded and embedded with it in ``DATA_DIR/cache/``, the cache 04's load_clips reads."""
     from eclipse_lite.config import ModelConfig
     from eclipse_lite.data import synth
     from eclipse_lite.pipeline import pretrain_config_for
@@ -398,6 +400,19 @@ def test_03_leaves_the_audio_encoder_cached_for_04(ci_runs):
     folder = ci_runs.data_dir / "pretrained" / f"ci-{key}"
     assert (folder / "audio.safetensors").exists() and (folder / "audio_info.json").exists(), \
         f"03 left no audio encoder in {folder}"
+    import eclipse_lite.data.memory as memory
+    from eclipse_lite.pipeline import SPLITS, load_clips
+    from eclipse_lite.pretrain import pretrained_audio_encoder
+    encoder, info = pretrained_audio_encoder(cfg, ci_runs.data_dir / "pretrained", pretrain_config_for("ci"),
+                                             progress=False)
+    assert info["cached"]
+
+    def must_not_decode(dataset, *args, **kwargs):
+        pytest.fail(f"03 left no decoded clips for 04 in {ci_runs.data_dir / 'cache'}")
+
+    monkeypatch.setattr(memory, "materialize", must_not_decode)
+    clips = load_clips(ci_runs.data_dir, cfg, encoder, progress=False)   # what 04 asks for
+    assert set(clips) == set(SPLITS)
 
 
 @pytest.mark.notebook
