@@ -83,7 +83,7 @@ def _r(x: float) -> float:
 
 
 def visual_event(rng: np.random.Generator, cls: str, start: float, end: float, motion: str,
-            side: float) -> Dict:
+                 side: float) -> Dict:
     """Visual fields of an event: class, span, motion and the boxes ``box_at`` needs."""
     v = {"visual_class": cls, "visual_start": _r(start), "visual_end": _r(end), "motion": motion,
          "region": None, "direction": None, "box_end": None, "bounce_height": None,
