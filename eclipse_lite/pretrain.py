@@ -77,10 +77,7 @@ class PretrainConfig:
         tower = {k: v for k, v in cfg.to_dict().items()
                  if k not in ("name", "fusion", "av_layers", "layer_order", "a2v_time", "a2v_mode",
                               "gradient_checkpointing", "num_frames")}
-        settings = dataclasses.asdict(self)
-        if not settings["mixed_caption_p"]:   # added later: off keeps the key it had before
-            del settings["mixed_caption_p"]
-        blob = json.dumps({"pretrain": settings, "model": tower, "extra": extra},
+        blob = json.dumps({"pretrain": dataclasses.asdict(self), "model": tower, "extra": extra},
                           sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
