@@ -143,6 +143,7 @@ def test_released_placement_batch_with_lengths():
     (dict(waveform=torch.zeros(1, 2, 3)), "waveform"),
     (dict(waveform=torch.zeros(100, dtype=torch.int16)), "floating"),
     (dict(waveform=torch.tensor([0.0, float("nan")])), "NaN"),
+    (dict(waveform=torch.tensor([[0.0, 1.0], [float("-inf"), 0.0]])), "infinite"),
     (dict(lengths=[5000]), "lengths"),
     (dict(lengths=[-1]), "lengths"),
     (dict(lengths=[1.5]), "integer"),

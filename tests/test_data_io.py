@@ -3,9 +3,12 @@ import os
 
 import numpy as np
 import pytest
+import torch
 
 from eclipse_lite.data import io as dio
-from eclipse_lite.data.io import DecodeError, read_audio, read_video, resize_frames
+from eclipse_lite.config import CLIP_MEAN, CLIP_STD
+from eclipse_lite.data.io import (DecodeError, normalize_frames, read_audio, read_video,
+                                 resize_frames)
 from eclipse_lite.data.sampling import (first_occurrence, frame_times, random_indices,
                                         random_times, sample_indices, uniform_indices,
                                         uniform_times)
@@ -159,6 +162,25 @@ def test_resize_matches_clips_pil_bicubic_filter(media):
         resize_frames(clip.frames.astype(np.float32), 32)
 
 
+def test_normalize_frames_is_clips_mean_and_std_channels_first():
+    x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, 5, 7, 9, 3), np.uint8))
+    out = normalize_frames(x)
+    assert out.shape == (2, 5, 3, 7, 9) and out.dtype == torch.float32
+    mean = torch.tensor(CLIP_MEAN, dtype=torch.float64).view(3, 1, 1)
+    std = torch.tensor(CLIP_STD, dtype=torch.float64).view(3, 1, 1)
+    exact = (x.movedim(-1, -3).double() / 255 - mean) / std
+    assert torch.allclose(out.double(), exact, atol=1e-6, rtol=0)
+    # bit for bit the channels-first multiply-subtract the loaders used before (so cached
+    # features and trained models see the same inputs)
+    scale, shift = (1 / (255 * std)).float(), (mean / std).float()
+    assert torch.equal(out, x.movedim(-1, -3).float().mul_(scale).sub_(shift))
+    assert torch.equal(normalize_frames(x[0, 0]), out[0, 0])        # a single frame [H, W, 3]
+    with pytest.raises(ValueError, match="uint8"):
+        normalize_frames(x.float())
+    with pytest.raises(ValueError, match=r"\[\.\.\., H, W, 3\]"):
+        normalize_frames(x[..., :2])
+
+
 def test_resize_squashes_to_the_requested_size(media):
     clip = read_video(media["pattern"], 3, None, backend="pyav")
     assert clip.frames.shape == (3, 64, 64, 3)
@@ -277,3 +299,23 @@ def test_truncated_wav_raises(tmp_path):
     cut = truncate(path, str(tmp_path / "cut.wav"), 0.5)
     with pytest.raises(DecodeError, match="cut.wav"):
         read_audio(cut)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_float_wav_with_nan_or_infinite_samples_raises(tmp_path, bad):
+    samples = tone(0.25, 16000)[0].astype("<f4")
+    samples[100] = bad
+    data = samples.tobytes()
+    fmt = (3).to_bytes(2, "little") + (1).to_bytes(2, "little") \
+        + (16000).to_bytes(4, "little") + (16000 * 4).to_bytes(4, "little") \
+        + (4).to_bytes(2, "little") + (32).to_bytes(2, "little")   # IEEE float, mono, 32-bit
+    path = tmp_path / "nan.wav"
+    path.write_bytes(b"RIFF" + (4 + 8 + len(fmt) + 8 + len(data)).to_bytes(4, "little") + b"WAVE"
+                     + b"fmt " + len(fmt).to_bytes(4, "little") + fmt
+                     + b"data" + len(data).to_bytes(4, "little") + data)
+    with pytest.raises(DecodeError, match="nan.wav.*NaN or infinite"):
+        read_audio(str(path))
+    samples[100] = 0.0                                   # the same file without it loads
+    path.write_bytes(path.read_bytes()[:-len(data)] + samples.tobytes())
+    wave, _ = read_audio(str(path))
+    assert np.array_equal(wave, samples)

@@ -38,8 +38,8 @@ from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 from torch.utils.data import DataLoader, Dataset
 
-from ..config import CLIP_MEAN, CLIP_STD, ModelConfig
-from .io import DecodeError, read_audio, read_video
+from ..config import ModelConfig
+from .io import DecodeError, normalize_frames, read_audio, read_video
 
 CACHE_FORMAT = 1
 _SETTINGS_FILE = "settings.json"
@@ -396,10 +396,7 @@ class _DecodeView(Dataset):
         out = {"windows": windows.float(), "audio_mask": mask.float(), "frame_times": times,
                "frame_mask": torch.from_numpy(clip.mask.astype(np.float32)), "stat": stat}
         if self.with_frames:
-            mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
-            std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
-            frames = torch.from_numpy(clip.frames).permute(0, 3, 1, 2).float() / 255.0
-            out["frames"] = (frames - mean) / std
+            out["frames"] = normalize_frames(torch.from_numpy(clip.frames)).contiguous()
         return out
 
 

@@ -35,9 +35,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_info
 
-from ..config import CLIP_MEAN, CLIP_STD, ModelConfig
+from ..config import ModelConfig
 from .cache import MissingFeaturesError, StaleCacheError
-from .io import BACKENDS, DecodeError, read_audio, read_video
+from .io import BACKENDS, DecodeError, normalize_frames, read_audio, read_video
 from .sampling import SAMPLINGS
 
 CAPTION_MODES = ("paragraph", "random_sentence")
@@ -206,7 +206,6 @@ class RetrievalDataset(Dataset):
                                             sample_rate=self.sample_rate,
                                             window_s=self.audio_window_s,
                                             placement=self.audio_placement)
-        self._scale, self._shift = _clip_scale_shift((1, 3, 1, 1))
 
     @classmethod
     def from_config(cls, items: Sequence[Item], cfg: ModelConfig, **kw: Any) -> "RetrievalDataset":
@@ -256,9 +255,7 @@ class RetrievalDataset(Dataset):
                 "compact": (self.sample_rate, self.audio_window_s, self.audio_placement),
                 "index": int(index),
             }
-        # (x / 255 - mean) / std as one multiply-subtract
-        frames = torch.from_numpy(clip.frames).permute(0, 3, 1, 2).contiguous().float()
-        frames = frames.mul_(self._scale).sub_(self._shift)
+        frames = normalize_frames(torch.from_numpy(clip.frames)).contiguous()
         times = torch.from_numpy(clip.times.astype(np.float32))
         if self.audio_features is not None:
             entry = self.audio_features.entry(item.video_id)
@@ -371,14 +368,6 @@ class RetrievalDataset(Dataset):
                 f"caption_mode={self.caption_mode!r})")
 
 
-def _clip_scale_shift(shape: Tuple[int, ...]) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``(scale, shift)`` float32 of ``shape`` with ``x * scale - shift = (x / 255 - mean) / std``
-    for CLIP's per-channel mean and std (computed in float64, then rounded once)."""
-    mean = torch.tensor(CLIP_MEAN, dtype=torch.float64).view(shape)
-    std = torch.tensor(CLIP_STD, dtype=torch.float64).view(shape)
-    return (1.0 / (255.0 * std)).float(), (mean / std).float()
-
-
 def expand_compact(batch: Dict[str, Any], device: Any = None) -> Dict[str, Any]:
     """Turn a ``compact=True`` batch into the usual one, on ``device`` (default: where it is).
 
@@ -395,8 +384,7 @@ def expand_compact(batch: Dict[str, Any], device: Any = None) -> Dict[str, Any]:
     out = {k: v for k, v in batch.items()
            if k not in ("frames_uint8", "waveform", "waveform_length", "compact")}
     frames = batch["frames_uint8"].to(device) if device is not None else batch["frames_uint8"]
-    scale, shift = (t.to(frames.device) for t in _clip_scale_shift((1, 1, 3, 1, 1)))
-    out["frames"] = frames.permute(0, 1, 4, 2, 3).float().mul_(scale).sub_(shift)
+    out["frames"] = normalize_frames(frames)
     wave = batch["waveform"].to(frames.device)
     times = batch["frame_times"].to(frames.device).double()
     audio, mask = audio_windows(wave, times, sample_rate, window_s, placement=placement,
@@ -846,6 +834,6 @@ def read_dataset(name: str, **kw: Any) -> ItemList:
 
 
 __all__ = ["Item", "ItemList", "RetrievalDataset", "SkippedItemWarning", "collate",
-           "expand_compact", "join_paragraph", "read_activitynet", "read_qvhighlights", "read_didemo",
-           "read_youcook2", "read_charades", "read_msrvtt", "read_jsonl_manifest",
-           "read_dataset", "READERS", "CAPTION_MODES"]
+           "expand_compact", "join_paragraph", "read_activitynet",
+           "read_qvhighlights", "read_didemo", "read_youcook2", "read_charades", "read_msrvtt",
+           "read_jsonl_manifest", "read_dataset", "READERS", "CAPTION_MODES"]

@@ -24,6 +24,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from ..config import CLIP_MEAN, CLIP_STD
 from .sampling import RngLike, first_occurrence, sample_indices
 
 # PyAV first: decord bundles its own FFmpeg libraries, and when they load first some of PyAV's
@@ -153,6 +154,30 @@ def resize_frames(frames: np.ndarray, size: Union[int, Tuple[int, int]]) -> np.n
     out = torch.nn.functional.interpolate(x, size=(h, w), mode="bicubic", antialias=True,
                                           align_corners=False)
     return np.ascontiguousarray(out.permute(0, 2, 3, 1).numpy())
+
+
+def normalize_frames(frames: torch.Tensor) -> torch.Tensor:
+    """CLIP's input normalisation: uint8 RGB ``[..., H, W, 3]`` → float32 ``[..., 3, H, W]``
+    holding ``(x / 255 - mean) / std`` per channel, on ``frames``' device.
+
+    Computed as ``x * scale - shift`` (``scale = 1 / (255 std)``, ``shift = mean / std``, each
+    worked out in float64 and rounded to float32 once) on the channels-last layout, where the
+    per-channel constants repeat along each contiguous row of ``W * 3`` values; the result is that
+    tensor viewed channels-first (not contiguous). Broadcasting the constants over a channels-first
+    view instead gives the same values 3-4x slower on the CPU (11-16 against 4 ms for a
+    32-frame 224 px clip).
+    """
+    if frames.dtype != torch.uint8 or frames.dim() < 3 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be uint8 [..., H, W, 3], got {frames.dtype} "
+                         f"{tuple(frames.shape)}")
+    mean = torch.tensor(CLIP_MEAN, dtype=torch.float64)
+    std = torch.tensor(CLIP_STD, dtype=torch.float64)
+    width = frames.shape[-2]
+    scale = (1.0 / (255.0 * std)).float().repeat(width).to(frames.device)     # [W * 3]
+    shift = (mean / std).float().repeat(width).to(frames.device)
+    rows = frames.contiguous().float().view(-1, width * 3)
+    rows.mul_(scale).sub_(shift)
+    return rows.view(frames.shape).movedim(-1, -3)
 
 
 def _read_decord(path: str, num_frames: int, sampling: str, rng: RngLike) -> VideoClip:
@@ -374,7 +399,7 @@ def read_audio(path: PathLike, sample_rate: int = 16000) -> Tuple[np.ndarray, in
         container = av.open(path)
     except Exception as e:
         raise DecodeError(path, f"cannot open it ({_first_line(e)})") from e
-    chunks: List[np.ndarray] = []
+    planes: List[bytearray] = []  # the samples of each channel, float32, appended frame by frame
     with container:
         if not container.streams.audio:
             return np.zeros(0, dtype=np.float32), int(sample_rate)
@@ -385,30 +410,30 @@ def read_audio(path: PathLike, sample_rate: int = 16000) -> Tuple[np.ndarray, in
         exact = container.format.name.startswith("mov") or stream.codec_context.name == "flac"
         declared_s = (float(stream.duration * stream.time_base)
                       if exact and stream.duration is not None and stream.time_base else None)
-        # float planar samples at the stream's own rate and layout, to_ndarray() = [C, n]: AAC,
-        # Opus, Vorbis and MP3 decode to it already; PCM and FLAC go through a resampler.
+        # float planar samples at the stream's own rate and layout: AAC, Opus, Vorbis and MP3
+        # decode to it already; PCM and FLAC go through a resampler.
         resampler = None
         native_rate = None
         try:
             for frame in container.decode(stream):
                 native_rate = native_rate or frame.sample_rate
                 if resampler is None and frame.format.name == "fltp":
-                    chunks.append(_planes(frame))
+                    _append_planes(frame, planes)
                     continue
                 resampler = resampler or av.AudioResampler(format="fltp")
                 for out in resampler.resample(frame):
-                    chunks.append(_planes(out))
+                    _append_planes(out, planes)
             if resampler is not None:
                 for out in resampler.resample(None):
-                    chunks.append(_planes(out))
+                    _append_planes(out, planes)
         except Exception as e:
             raise DecodeError(path, f"audio decoding failed ({_first_line(e)})") from e
-    if not chunks:
+    if not planes or not planes[0]:
         if declared_s:
             raise DecodeError(path, f"audio stream declares {declared_s:.2f} s but no sample "
                                     f"decodes")
         return np.zeros(0, dtype=np.float32), int(sample_rate)
-    channels = [np.concatenate([c[ch] for c in chunks]) for ch in range(len(chunks[0]))]
+    channels = [np.frombuffer(plane, dtype=np.float32) for plane in planes]
     n_samples = len(channels[0])
     if declared_s and n_samples / native_rate < declared_s * 0.95 - 0.1:
         raise DecodeError(path, f"truncated or corrupt: decoded {n_samples / native_rate:.2f}"
@@ -421,7 +446,7 @@ def read_audio(path: PathLike, sample_rate: int = 16000) -> Tuple[np.ndarray, in
 
         mono = AF.resample(mono, int(native_rate), int(sample_rate))
     wave = mono.numpy().astype(np.float32, copy=False)
-    if not np.isfinite(wave).all():
+    if wave.size and not (np.isfinite(wave.min()) and np.isfinite(wave.max())):  # NaN propagates
         raise DecodeError(path, "audio contains NaN or infinite samples")
     return wave, int(sample_rate)
 
@@ -433,11 +458,17 @@ def _discard_others(container, keep) -> None:
             other.discard = av.stream.Discard.all
 
 
-def _planes(frame) -> List[np.ndarray]:
-    """The channels of a float-planar audio frame, each float32 [n] (views, no copy; cheaper
-    than ``to_ndarray``, which stacks them)."""
-    n = frame.samples
-    return [np.frombuffer(plane, dtype=np.float32, count=n) for plane in frame.planes]
+def _append_planes(frame, planes: List[bytearray]) -> None:
+    """Append the samples of a float-planar audio frame to ``planes`` (one bytearray per channel).
+
+    Copying each plane's bytes is ~3x cheaper per frame than viewing it with ``np.frombuffer``
+    (a 90 s AAC track has ~1,400 frames), and the joined channels need no second copy."""
+    n_bytes = 4 * frame.samples
+    frame_planes = frame.planes
+    if not planes:
+        planes.extend(bytearray() for _ in frame_planes)
+    for plane, data in zip(planes, frame_planes):
+        plane += bytes(data)[:n_bytes]  # a plane's buffer may be padded past its samples
 
 
 def _truncated_riff(path: str) -> str:
@@ -482,4 +513,4 @@ def _restore_rng(rng: RngLike, state) -> None:
 
 
 __all__ = ["DecodeError", "VideoClip", "read_video", "read_audio", "resize_frames",
-           "available_backends", "BACKENDS"]
+           "normalize_frames", "available_backends", "BACKENDS"]
