@@ -203,8 +203,8 @@ def audio_windows(waveform: ArrayLike, frame_times: ArrayLike, sample_rate: floa
         mask = (lens > 0).float()[:, None].expand(batch, num_windows).contiguous()
 
     # Copy the part of each window that overlaps its row's audio, zeros around it: B·T
-    # contiguous copies. (Gathering the T slices from an unfolded view is vectorised but copies element by
-    # element: 15 ms per 32-window clip on one CPU core against 2.5 ms for these copies.)
+    # contiguous copies. (Gathering the T slices from an unfolded view is one vectorised call but
+    # copies element by element: 15 ms per 32-window clip on one CPU core, against 2.5 ms here.)
     device = wav.device
     windows = wav.new_empty((batch, num_windows, width))
     for b, (row_starts, row_len) in enumerate(zip(starts.tolist(), lens.tolist())):

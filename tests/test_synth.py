@@ -85,8 +85,7 @@ def test_manifests_match_events(ci_dir, plans):
             assert spec.min_seconds <= plan["duration"] <= spec.max_seconds
             described = [e for e in plan["events"] if e["in_caption"]]
             assert row["segments"] == [[e["start"], e["end"]] for e in described]
-            echoes = [e for e in plan["events"] if e["kind"] == "echo"]
-            assert 3 <= len(plan["events"]) - len(echoes) <= 8 and 3 <= len(described) <= 4
+            assert 3 <= len(plan["events"]) <= 8 and 3 <= len(described) <= 4
             starts = [e["start"] for e in plan["events"]]
             assert starts == sorted(starts)
             for e in plan["events"]:
@@ -126,6 +125,42 @@ def test_uncaptioned_echoes_are_as_prominent_as_the_captioned_sound(plans):
             assert not e["in_caption"] and e["visual_class"] is None
             assert -2.0 <= e["sound_gain_db"] <= 2.0
             assert 0 <= e["sound_start"] < e["sound_end"] <= plan["duration"]
+
+
+def test_plans_hold_3_to_8_events_echoes_included():
+    """The issue's 3-8 events per video count every event: described, distractors and echoes."""
+    rng = np.random.default_rng(0)
+    totals, distractors = [], []
+    for i in range(300):
+        plan = synth_plan.plan_video(rng, f"v{i}", float(rng.integers(240, 480)) / 4, 4)
+        kinds = [e["kind"] for e in plan["events"]]
+        sounding = sum(e["in_caption"] and e["sound_class"] is not None for e in plan["events"])
+        assert kinds.count("echo") == synth_plan.UNCAPTIONED_ECHOES * sounding
+        assert 3 <= len(kinds) <= synth_plan.MAX_EVENTS == 8
+        totals.append(len(kinds))
+        distractors.append(kinds.count("distractor"))
+    assert max(totals) == 8 and max(distractors) >= 2 and 0 < np.mean(distractors) < 2
+
+
+def test_the_event_cap_only_drops_distractors_quieter_sounds_first(monkeypatch):
+    """A capped plan is the uncapped one (same seed) less some distractors: sounds go first, and
+    everything drawn later (background, echoes) is unchanged."""
+    dropped_any = False
+    for seed in range(200):
+        def plan(max_events):
+            monkeypatch.setattr(synth_plan, "MAX_EVENTS", max_events)
+            return synth_plan.plan_video(np.random.default_rng(seed), "v", 90.0, 4)
+        capped, full = plan(8), plan(100)
+        assert {k: v for k, v in capped.items() if k != "events"} == \
+            {k: v for k, v in full.items() if k != "events"}
+        kept = [e for e in full["events"] if e in capped["events"]]
+        assert kept == capped["events"]
+        dropped = [e for e in full["events"] if e not in capped["events"]]
+        assert all(e["kind"] == "distractor" for e in dropped)
+        if any(e["sound_class"] is None for e in dropped):  # a silent object went: no sound is left
+            assert not any(e["kind"] == "distractor" and e["sound_class"] for e in capped["events"])
+        dropped_any = dropped_any or bool(dropped)
+    assert dropped_any
 
 
 def test_every_event_kind_present(plans):

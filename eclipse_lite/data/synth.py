@@ -56,7 +56,7 @@ __all__ = ["SizeSpec", "SIZES", "GENERATOR_VERSION", "SOUND_CLASSES", "VISUAL_CL
            "PRETRAIN_DATA_VERSION", "box_at", "make_benchmark", "render_video", "pretrain_rng",
            "sample_frame_caption", "sample_sound_clip", "main"]
 
-GENERATOR_VERSION = "2.0"  # bump whenever a seed's output changes: a complete older benchmark is then remade
+GENERATOR_VERSION = "2.1"  # bump whenever a seed's output changes: a complete older benchmark is then remade
 PRETRAIN_DATA_VERSION = "2.0"  # bump when the pretraining samplers below change (keys the pretrained towers)
 SPLITS = ("train", "val", "test")
 _SPLIT_STREAM = {"train": 0, "val": 1, "test": 2}

@@ -26,9 +26,12 @@ weak (2.7 R@1), video alone strong (40.7) and both best (42.3). Here that comes 
   * each caption names one sound class (its ``palette``, repeated when several events sound),
     drawn from 22 classes shared by every video; every video also plays ``UNCAPTIONED_ECHOES``
     other classes exactly as often, as long and as loud as the named one (``echo`` events), under
-    an ambient bed and 0-4 quieter distractors - so neither the sound classes heard nor their
-    prominence single out the video (a first version named 1-2 classes and had only quiet
-    distractors: a trained audio-only model reached 28 T2V R@1 against video-only's 12);
+    an ambient bed and a few distractors (small silent objects, quieter sounds) - so neither the
+    sound classes heard nor their prominence single out the video (a first version named 1-2
+    classes and had only quiet distractors: a trained audio-only model reached 28 T2V R@1 against
+    video-only's 12);
+  * a video holds 3-8 events, echoes included (``MAX_EVENTS``): distractors fill what the
+    described events and their echoes leave, quieter sounds dropped before silent objects;
   * a minority of facts escape 8 uniform frames: sounds from off screen, and ``brief`` visuals
     placed strictly between two of the 8 uniformly sampled frames (margin ``brief_margin``) whose
     sound lasts longer, so the audio windows around the frames still hear them.
@@ -52,7 +55,8 @@ FRAME_GRID = 8  # brief visuals hide between the frames of an 8-frame uniform sa
 # ---- calibration knobs (measured effect: data/README.md, "Calibration")
 KIND_WEIGHTS = {"seen_only": 0.25, "seen_heard": 0.25, "heard_only": 0.20, "brief": 0.30}
 MOTION_WEIGHTS = {"still": 0.40, "slide": 0.25, "bounce": 0.15, "grow": 0.20}
-MAX_CAPTIONED = 4          # events a caption describes (the rest of the 3-8 are distractors)
+MAX_EVENTS = 8             # events per video, echoes included (at least 3)
+MAX_CAPTIONED = 4          # events a caption describes (the rest are echoes and distractors)
 PALETTE_SIZES = (1,)       # distinct sound classes a caption names ...
 PALETTE_P = (1.0,)         # ... and how often (version 1.0: 1 or 2, half and half)
 MAX_DISTRACTORS = 3        # distractors drawn before the cap above turns surplus events into more
@@ -143,7 +147,7 @@ def plan_video(rng: np.random.Generator, video_id: str, duration: float, fps: in
     gap = duration / FRAME_GRID
     frames = uniform_frame_times(duration, FRAME_GRID)
     margin = brief_margin(fps)
-    n_total = int(rng.integers(3, 9))  # 3..8 events
+    n_total = int(rng.integers(3, 9))  # 3..8 described + distractors, before the echoes' share
     n_distr = int(rng.integers(0, min(MAX_DISTRACTORS, n_total - 3) + 1))
     n_capt = n_total - n_distr
     if n_capt > MAX_CAPTIONED:
@@ -213,6 +217,17 @@ def plan_video(rng: np.random.Generator, video_id: str, duration: float, fps: in
         ss = rng.uniform(0.0, duration - length)
         events.append(_event("distractor", False, _no_visual(),
                              _sound(cls, ss, ss + length, rng.uniform(*DISTRACTOR_GAIN_DB))))
+
+    # Echoes count towards the video's events: distractors may only fill what they leave of
+    # MAX_EVENTS. The surplus is dropped after drawing (so every later draw is unchanged), quieter
+    # sounds first, then small silent objects (version 2.0 kept them all: up to 12 events).
+    room = MAX_EVENTS - n_capt - UNCAPTIONED_ECHOES * n_sounding
+    surplus = len(events) - n_capt - room
+    if surplus > 0:
+        order = sorted(range(n_capt, len(events)),   # distractors: sounds first, last drawn first
+                       key=lambda i: (events[i]["sound_class"] is None, -i))
+        dropped = set(order[:surplus])
+        events = [e for i, e in enumerate(events) if i not in dropped]
 
     events.sort(key=lambda e: (e["start"], e["end"]))
     background = str(rng.choice(list(BACKGROUNDS)))
