@@ -417,6 +417,34 @@ def test_03_leaves_the_audio_encoder_and_the_clips_cached_for_04(ci_runs, monkey
 
 @pytest.mark.notebook
 @pytest.mark.slow
+def test_05_reuses_a_fine_tuned_model_only_if_trained_after_the_benchmark_was_made(ci_benchmark, tmp_path):
+    """Notebooks 04-06 load a finished fine-tuning run of the same model and recipe instead of
+    training again, but not one older than the benchmark: remade data (a new generator version)
+    means fine-tuning again."""
+    import re
+    import shutil
+    import time
+    data = tmp_path / "data"
+    shutil.copytree(ci_benchmark, data)                  # its pretrained towers come along
+    notebook = next(p for p in NOTEBOOKS if p.stem == "05_evaluation")
+    params = dict(CI_PARAMETERS, DATA_DIR=str(data), OUT_DIR=str(tmp_path / "out"))
+
+    def model_source(run: int) -> str:
+        executed = tmp_path / f"05-run{run}.ipynb"
+        run_notebooks.execute(notebook, executed, params, timeout=CELL_TIMEOUT)
+        text = "".join(o.get("text", "") for c in _read(executed).cells if c.cell_type == "code"
+                       for o in c.outputs)
+        return re.search(r"ECLIPSE \((.*?), \d+ steps\)", text).group(1)
+
+    assert model_source(1) == "fine-tuned now"
+    assert model_source(2) == str(tmp_path / "out" / "models" / "eclipse" / "best")
+    remade = time.time() + 60                            # the benchmark is made again, later
+    os.utime(data / "meta.json", (remade, remade))
+    assert model_source(3) == "fine-tuned now"
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
 @pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.stem in WITH_EXPLORER],
                          ids=[s for s in WITH_EXPLORER if any(p.stem == s for p in NOTEBOOKS)])
 def test_runs_with_the_explorer(path, ci_runs):
