@@ -103,7 +103,11 @@ def _optimizer(params: List[Tuple[str, nn.Parameter]], pc: PretrainConfig) -> to
 
 
 def normalise_frames(images: np.ndarray) -> Tensor:
-    """uint8 [..., H, W, 3] -> float [..., 3, H, W], scaled to [0, 1] and CLIP-normalised."""
+    """uint8 [..., H, W, 3] -> float [..., 3, H, W], scaled to [0, 1] and CLIP-normalised.
+
+    The data loaders use ``eclipse_lite.data.io.to_clip_input`` (a faster multiply-subtract,
+    equal up to the last bit); this one stays as it is because the pretrained towers' cache key
+    does not cover its arithmetic."""
     x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
     x = x.movedim(-1, -3)
     mean = torch.tensor(CLIP_MEAN).view(3, 1, 1)

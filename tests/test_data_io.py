@@ -7,8 +7,8 @@ import torch
 
 from eclipse_lite.data import io as dio
 from eclipse_lite.config import CLIP_MEAN, CLIP_STD
-from eclipse_lite.data.io import (DecodeError, normalize_frames, read_audio, read_video,
-                                 resize_frames)
+from eclipse_lite.data.io import (DecodeError, read_audio, read_video, resize_frames,
+                                 to_clip_input)
 from eclipse_lite.data.sampling import (first_occurrence, frame_times, random_indices,
                                         random_times, sample_indices, uniform_indices,
                                         uniform_times)
@@ -162,9 +162,9 @@ def test_resize_matches_clips_pil_bicubic_filter(media):
         resize_frames(clip.frames.astype(np.float32), 32)
 
 
-def test_normalize_frames_is_clips_mean_and_std_channels_first():
+def test_to_clip_input_is_clips_mean_and_std_channels_first():
     x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, 5, 7, 9, 3), np.uint8))
-    out = normalize_frames(x)
+    out = to_clip_input(x)
     assert out.shape == (2, 5, 3, 7, 9) and out.dtype == torch.float32
     mean = torch.tensor(CLIP_MEAN, dtype=torch.float64).view(3, 1, 1)
     std = torch.tensor(CLIP_STD, dtype=torch.float64).view(3, 1, 1)
@@ -174,11 +174,11 @@ def test_normalize_frames_is_clips_mean_and_std_channels_first():
     # features and trained models see the same inputs)
     scale, shift = (1 / (255 * std)).float(), (mean / std).float()
     assert torch.equal(out, x.movedim(-1, -3).float().mul_(scale).sub_(shift))
-    assert torch.equal(normalize_frames(x[0, 0]), out[0, 0])        # a single frame [H, W, 3]
+    assert torch.equal(to_clip_input(x[0, 0]), out[0, 0])        # a single frame [H, W, 3]
     with pytest.raises(ValueError, match="uint8"):
-        normalize_frames(x.float())
+        to_clip_input(x.float())
     with pytest.raises(ValueError, match=r"\[\.\.\., H, W, 3\]"):
-        normalize_frames(x[..., :2])
+        to_clip_input(x[..., :2])
 
 
 def test_resize_squashes_to_the_requested_size(media):

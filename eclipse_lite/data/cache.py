@@ -39,7 +39,7 @@ from safetensors.torch import save as save_bytes
 from torch.utils.data import DataLoader, Dataset
 
 from ..config import ModelConfig
-from .io import DecodeError, normalize_frames, read_audio, read_video
+from .io import DecodeError, read_audio, read_video, to_clip_input
 
 CACHE_FORMAT = 1
 _SETTINGS_FILE = "settings.json"
@@ -396,7 +396,7 @@ class _DecodeView(Dataset):
         out = {"windows": windows.float(), "audio_mask": mask.float(), "frame_times": times,
                "frame_mask": torch.from_numpy(clip.mask.astype(np.float32)), "stat": stat}
         if self.with_frames:
-            out["frames"] = normalize_frames(torch.from_numpy(clip.frames)).contiguous()
+            out["frames"] = to_clip_input(torch.from_numpy(clip.frames)).contiguous()
         return out
 
 

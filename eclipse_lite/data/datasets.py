@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_in
 
 from ..config import ModelConfig
 from .cache import MissingFeaturesError, StaleCacheError
-from .io import BACKENDS, DecodeError, normalize_frames, read_audio, read_video
+from .io import BACKENDS, DecodeError, read_audio, read_video, to_clip_input
 from .sampling import SAMPLINGS
 
 CAPTION_MODES = ("paragraph", "random_sentence")
@@ -255,7 +255,7 @@ class RetrievalDataset(Dataset):
                 "compact": (self.sample_rate, self.audio_window_s, self.audio_placement),
                 "index": int(index),
             }
-        frames = normalize_frames(torch.from_numpy(clip.frames)).contiguous()
+        frames = to_clip_input(torch.from_numpy(clip.frames)).contiguous()
         times = torch.from_numpy(clip.times.astype(np.float32))
         if self.audio_features is not None:
             entry = self.audio_features.entry(item.video_id)
@@ -384,7 +384,7 @@ def expand_compact(batch: Dict[str, Any], device: Any = None) -> Dict[str, Any]:
     out = {k: v for k, v in batch.items()
            if k not in ("frames_uint8", "waveform", "waveform_length", "compact")}
     frames = batch["frames_uint8"].to(device) if device is not None else batch["frames_uint8"]
-    out["frames"] = normalize_frames(frames)
+    out["frames"] = to_clip_input(frames)
     wave = batch["waveform"].to(frames.device)
     times = batch["frame_times"].to(frames.device).double()
     audio, mask = audio_windows(wave, times, sample_rate, window_s, placement=placement,
