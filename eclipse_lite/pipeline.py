@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -92,26 +92,93 @@ def pretrain_config_for(preset: str) -> PretrainConfig:
     return PretrainConfig()
 
 
+def fine_tune(fusion: str, cfg: ModelConfig, clips, clip_state, tc, out_dir: Optional[Path],
+              resume: bool = False) -> Tuple[ECLIPSE, "FitResult"]:
+    """Fine-tune ``cfg`` with ``fusion`` from the pretrained towers (seeded by ``tc.seed``) on
+    ``clips["train"]``, choosing the epoch on ``clips["val"]``; the model comes back holding its
+    best epoch's weights when ``out_dir`` kept them."""
+    from .checkpoints import read_state_dict
+    from .train import fit
+    torch.manual_seed(tc.seed)
+    model = init_from_pretrained(ECLIPSE(cfg.replace(fusion=fusion)), clip_state)
+    result = fit(model, clips["train"], clips["val"], tc, out_dir=out_dir, resume=resume)
+    if result.best_dir is not None and (Path(result.best_dir) / "model.safetensors").exists():
+        model.load_state_dict(read_state_dict(Path(result.best_dir) / "model.safetensors"))
+    return model, result
+
+
 def finetune_and_test(fusion: str, cfg: ModelConfig, clips, clip_state, tc, out_dir: Path,
                       seed: int, progress: bool = True, resume: bool = False) -> dict:
     """Fine-tune one model from the pretrained towers; return its test metrics and costs."""
     from .bench import count_flops
-    from .train import evaluate, fit
-    torch.manual_seed(seed)
-    model = init_from_pretrained(ECLIPSE(cfg.replace(fusion=fusion)), clip_state)
+    from .train import evaluate
     tc = dataclasses.replace(tc, seed=seed, progress=progress)
     t0 = time.time()
-    result = fit(model, clips["train"], clips["val"], tc, out_dir=out_dir, resume=resume)
+    model, result = fine_tune(fusion, cfg, clips, clip_state, tc, out_dir, resume=resume)
     seconds = time.time() - t0
-    if result.best_dir is not None and (Path(result.best_dir) / "model.safetensors").exists():
-        from .checkpoints import read_state_dict
-        model.load_state_dict(read_state_dict(Path(result.best_dir) / "model.safetensors"))
     test = evaluate(model, clips["test"], batch_size=64, return_sim=True)
     flops = count_flops(cfg.replace(fusion=fusion), cfg.num_frames)
     return {"t2v": test["t2v"], "v2t": test["v2t"], "gflops": flops["video"],
             "gflops_audio_encoder": flops.get("audio", 0.0), "train_seconds": seconds,
             "best_epoch": result.best_epoch, "val": result.best_metrics, "loss_curve": result.losses,
             "steps": result.global_step, "sim": test.get("sim")}
+
+
+# ModelConfig fields that do not change what a trained model computes
+_NOT_COMPARED = ("name", "gradient_checkpointing")
+
+
+def finished_run(run_dir: Path, cfg: ModelConfig, recipe=None,
+                 data_dir: Optional[Path] = None) -> Optional[Tuple[Path, dict]]:
+    """``(checkpoint dir, trainer state)`` of a finished fine-tuning run in ``run_dir`` (as
+    :func:`eclipse_lite.train.fit` writes it: ``best/`` when kept, else ``last/``), or None when
+    there is none, it is unfinished, it trained another model than ``cfg``, another recipe than
+    ``recipe`` (a TrainConfig; None accepts any), or it is older than the benchmark in
+    ``data_dir`` (its ``meta.json`` is written when the benchmark is made)."""
+    run_dir = Path(run_dir)
+    state_file = run_dir / "last" / "trainer_state.json"
+    best = run_dir / "best" if (run_dir / "best" / "model.safetensors").exists() else run_dir / "last"
+    if not (state_file.exists() and (best / "model.safetensors").exists()):
+        return None
+    state = json.loads(state_file.read_text())
+    stored = {k: v for k, v in (state.get("model_config") or {}).items() if k not in _NOT_COMPARED}
+    want = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_COMPARED}
+    if not state.get("finished") or stored != want:
+        return None                                    # unfinished, or another model / preset
+    meta = Path(data_dir) / "meta.json" if data_dir is not None else None
+    if meta is not None and meta.exists() and state_file.stat().st_mtime < meta.stat().st_mtime:
+        return None                                    # trained before the benchmark was remade
+    if recipe is not None and state.get("train_config") != recipe.to_dict():
+        return None                                    # other settings (e.g. max_steps)
+    return best, state
+
+
+def earlier_runs(fusion: str, seed: int, recipe) -> List[Tuple[Path, object]]:
+    """Where ``make demo`` (``runs/demo/models/<fusion>-seed<seed>``, its own recipe: any is
+    accepted) and ``make notebooks`` (notebook 04's ``models/<fusion>``, only with ``recipe``)
+    leave fine-tuned models, relative to the repository root: :func:`finetuned`'s ``reuse``."""
+    return [(Path("runs/demo/models") / f"{fusion}-seed{seed}", None),
+            (Path("runs/notebooks/04_contrastive_training/models") / fusion, recipe)]
+
+
+def finetuned(fusion: str, cfg: ModelConfig, clips, clip_state, tc, out_dir: Path,
+              data_dir: Optional[Path] = None,
+              reuse: Sequence[Tuple[Path, object]] = ()) -> Tuple[ECLIPSE, List[float], str]:
+    """A fine-tuned ``fusion`` model of ``cfg``: ``(model, loss per step, where it came from)``.
+
+    Loads the checkpoint of the first finished run that :func:`finished_run` accepts among
+    ``reuse`` (``(run dir, recipe or None)`` pairs, e.g. the demo's and notebook 04's runs) and
+    ``out_dir`` with recipe ``tc``; otherwise fine-tunes now into ``out_dir`` (:func:`fine_tune`).
+    The notebooks use this so that a model is trained once and then shared between them.
+    """
+    model_cfg = cfg.replace(fusion=fusion)
+    for run_dir, recipe in [*reuse, (Path(out_dir), tc)]:
+        found = finished_run(run_dir, model_cfg, recipe, data_dir)
+        if found is not None:
+            best, state = found
+            return ECLIPSE.from_pretrained(best), [r["loss"] for r in state.get("history", [])], str(best)
+    model, result = fine_tune(fusion, cfg, clips, clip_state, tc, Path(out_dir))
+    return model, result.losses, "fine-tuned now"
 
 
 def run_demo(out: Path = Path("runs/demo"), preset: str = "tiny", seeds: Sequence[int] = (0,),
