@@ -14,8 +14,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass, field
-from typing import Any, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, List, Optional, Tuple
 
 FUSIONS = ("eclipse", "a2v", "joint", "none", "audio_only")
 LAYER_ORDERS = ("paper", "released")
@@ -166,6 +166,15 @@ class ModelConfig:
         if d["av_layers"] is not None:
             d["av_layers"] = list(d["av_layers"])
         return d
+
+    def fields_differing_from(self, stored: dict,
+                              ignore: Tuple[str, ...] = ("gradient_checkpointing",)) -> List[str]:
+        """Names of the fields (``ignore`` aside) where ``stored`` (a ``to_dict()`` read back from
+        a run) differs from this config, sorted; a field missing on one side compares as None.
+        ``gradient_checkpointing`` changes memory use, not what the model computes."""
+        mine = self.to_dict()
+        return sorted(k for k in set(mine) | set(stored)
+                      if k not in ignore and mine.get(k) != stored.get(k))
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":

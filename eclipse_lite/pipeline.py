@@ -13,16 +13,19 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from .checkpoints import atomic_write_text
 from .config import ModelConfig
 from .model import ECLIPSE
 from .pretrain import PretrainConfig, init_from_pretrained, pretrained_towers
+
+if TYPE_CHECKING:
+    from .data.memory import ClipTensors
+    from .train import FitResult
 
 log = logging.getLogger(__name__)
 
@@ -124,10 +127,6 @@ def finetune_and_test(fusion: str, cfg: ModelConfig, clips, clip_state, tc, out_
             "steps": result.global_step, "sim": test.get("sim")}
 
 
-# ModelConfig fields that do not change what a trained model computes
-_NOT_COMPARED = ("name", "gradient_checkpointing")
-
-
 def finished_run(run_dir: Path, cfg: ModelConfig, recipe=None,
                  data_dir: Optional[Path] = None) -> Optional[Tuple[Path, dict]]:
     """``(checkpoint dir, trainer state)`` of a finished fine-tuning run in ``run_dir`` (as
@@ -141,9 +140,9 @@ def finished_run(run_dir: Path, cfg: ModelConfig, recipe=None,
     if not (state_file.exists() and (best / "model.safetensors").exists()):
         return None
     state = json.loads(state_file.read_text())
-    stored = {k: v for k, v in (state.get("model_config") or {}).items() if k not in _NOT_COMPARED}
-    want = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_COMPARED}
-    if not state.get("finished") or stored != want:
+    stored = state.get("model_config")
+    if (not state.get("finished") or stored is None
+            or cfg.fields_differing_from(stored, ignore=("name", "gradient_checkpointing"))):
         return None                                    # unfinished, or another model / preset
     meta = Path(data_dir) / "meta.json" if data_dir is not None else None
     if meta is not None and meta.exists() and state_file.stat().st_mtime < meta.stat().st_mtime:

@@ -875,9 +875,7 @@ def _check_resumable(stored: dict, tc: TrainConfig, model_cfg: Optional[ModelCon
         raise ValueError(f"cannot resume from {where}: the training configuration changed "
                          f"({detail}). Resume with the same settings, or start a new run.")
     if model_cfg is not None and stored.get("model_config") is not None:
-        a = {k: v for k, v in stored["model_config"].items() if k != "gradient_checkpointing"}
-        b = {k: v for k, v in model_cfg.to_dict().items() if k != "gradient_checkpointing"}
-        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        diff = model_cfg.fields_differing_from(stored["model_config"])
         if diff:
             raise ValueError(f"cannot resume from {where}: the model configuration differs in "
                              f"{diff}")
