@@ -5,11 +5,11 @@
     model = el.ECLIPSE(cfg)
     ids, mask = el.tokenize(["a dog barks"], context_length=cfg.context_length)
 """
-from .config import CLIP_MEAN, CLIP_STD, PRESETS, ModelConfig
-from .losses import infonce_from_logits, symmetric_infonce
-from .metrics import format_metrics, ground_truth_ranks, retrieval_metrics
-from .model import ECLIPSE, AudioVisualBlock, VideoFeatures, masked_mean_pool
-from .tokenizer import count_tokens, tokenize
+from eclipse_lite.config import CLIP_MEAN, CLIP_STD, PRESETS, ModelConfig
+from eclipse_lite.losses import infonce_from_logits, symmetric_infonce
+from eclipse_lite.metrics import format_metrics, ground_truth_ranks, retrieval_metrics
+from eclipse_lite.model import ECLIPSE, AudioVisualBlock, VideoFeatures, masked_mean_pool
+from eclipse_lite.tokenizer import count_tokens, tokenize
 
 __all__ = ["ModelConfig", "PRESETS", "CLIP_MEAN", "CLIP_STD", "ECLIPSE", "AudioVisualBlock",
            "VideoFeatures", "masked_mean_pool", "tokenize", "count_tokens", "retrieval_metrics",

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 import torchaudio
 from torch import Tensor, nn
 
-from .config import ModelConfig
+from eclipse_lite.config import ModelConfig
 
 __all__ = [
     "audio_windows",

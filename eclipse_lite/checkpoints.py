@@ -23,8 +23,8 @@ from typing import Dict, Mapping, Tuple
 import torch
 from torch import Tensor
 
-from .clip import hf_key_map, resize_image_positions, resize_text_positions
-from .config import ModelConfig
+from eclipse_lite.clip import hf_key_map, resize_image_positions, resize_text_positions
+from eclipse_lite.config import ModelConfig
 
 log = logging.getLogger(__name__)
 

@@ -5,12 +5,12 @@
     eclipse-lite train     --preset tiny --set fusion=eclipse --set epochs=12 --out runs/eclipse
     eclipse-lite eval      --checkpoint runs/eclipse/best --preset tiny
     eclipse-lite ablate    --preset tiny --seeds 3 --out runs/ablate
-    eclipse-lite bench     --preset base                 # FLOPs / memory / speed (eclipse_lite.bench)
+    eclipse-lite bench     --preset base                 # FLOPs / memory / speed (eclipse_lite.studies.bench)
     eclipse-lite saliency  --checkpoint runs/eclipse/best   # sound-localisation maps and scores
     eclipse-lite report    --run runs/demo               # re-write report.md from results.json
     eclipse-lite demo      --out runs/demo               # the main job (make demo)
 
-Real data, the ``base`` preset (``eclipse_lite.realdata``): ``--data`` holds the generic manifests
+Real data, the ``base`` preset (``eclipse_lite.train.realdata``): ``--data`` holds the generic manifests
 train/val/test.jsonl (data/README.md), ``--clip`` a Hugging Face hub id or a save_pretrained folder,
 and the audio comes precomputed (``--audio-features``, the paper's setting) or on the fly from the
 VGGSound ResNet-18 (``--vggsound``)::
@@ -33,7 +33,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from .config import PRESETS, ModelConfig
+from eclipse_lite.config import PRESETS, ModelConfig
 
 
 class CommandError(Exception):
@@ -116,9 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--groups", default=None,
                    help="comma-separated subset of: fusion,blocks,frames,window,sampling,modalities")
 
-    sub.add_parser("bench", help="FLOPs, memory and throughput (see python -m eclipse_lite.bench -h)",
+    sub.add_parser("bench", help="FLOPs, memory and throughput (see python -m eclipse_lite.studies.bench -h)",
                    add_help=False)
-    sub.add_parser("saliency", help="sound-localisation maps (see python -m eclipse_lite.saliency -h)",
+    sub.add_parser("saliency", help="sound-localisation maps (see python -m eclipse_lite.studies.saliency -h)",
                    add_help=False)
 
     p = sub.add_parser("report", help="re-write report.md and plots from a run's results.json")
@@ -133,8 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ------------------------------------------------------------------ helpers
 def _configs(args):
-    from .overrides import parse_sets
-    from .train import TrainConfig
+    from eclipse_lite.overrides import parse_sets
+    from eclipse_lite.train.core import TrainConfig
     if args.preset not in PRESETS:
         raise CommandError(f"unknown preset {args.preset!r}; known presets: {', '.join(PRESETS)}")
     try:
@@ -148,17 +148,17 @@ def _configs(args):
 
 
 def _data_dir(args) -> Path:
-    from .pipeline import default_data_dir
+    from eclipse_lite.studies.demo import default_data_dir
     return Path(args.data) if args.data else default_data_dir(args.preset)
 
 
 def _towers(cfg: ModelConfig, data_dir: Path, force: bool = False):
-    from .pipeline import pretrain_config_for
-    from .pretrain import pretrained_towers
+    from eclipse_lite.studies.demo import pretrain_config_for
+    from eclipse_lite.train.pretrain import pretrained_towers
     return pretrained_towers(cfg, data_dir / "pretrained", pretrain_config_for(cfg.name), force=force)
 
 
-# ------------------------------------------------------------------ real data (eclipse_lite.realdata)
+# ------------------------------------------------------------------ real data (eclipse_lite.train.realdata)
 # ModelConfig fields a preset gives a model loaded with --clip (the rest are CLIP's sizes)
 INPUT_FIELDS = ("num_frames", "audio_dim", "audio_encoder", "sample_rate", "audio_window_s", "n_mels")
 CACHE_FIELDS = ("num_frames", "audio_window_s", "sample_rate")   # --set keys that change a cache
@@ -169,7 +169,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _real_items(args, splits):
-    from .realdata import read_splits
+    from eclipse_lite.train.realdata import read_splits
     if not args.data:
         raise CommandError(f"--data DIR is required for real data: a folder with "
                            f"{', '.join(s + '.jsonl' for s in splits)} (see data/README.md)")
@@ -182,13 +182,13 @@ def _real_items(args, splits):
 def _cache_hint(args) -> str:
     sets = "".join(f" --set {s}" for s in args.sets if s.split("=", 1)[0].strip() in CACHE_FIELDS)
     return (f"`eclipse-lite cache-audio --preset {args.preset} --vggsound WEIGHTS --data {args.data} "
-            f"--out {args.audio_features}{sets}` (or eclipse_lite.realdata.build_audio_cache)")
+            f"--out {args.audio_features}{sets}` (or eclipse_lite.train.realdata.build_audio_cache)")
 
 
 def _audio_source(args, cfg: ModelConfig, items):
     """``(FeatureCache, None)`` for --audio-features, ``(None, encoder)`` for --vggsound."""
-    from .data.cache import MissingFeaturesError, StaleCacheError
-    from .realdata import open_audio_cache, vggsound_encoder
+    from eclipse_lite.data.cache import MissingFeaturesError, StaleCacheError
+    from eclipse_lite.train.realdata import open_audio_cache, vggsound_encoder
     if bool(args.audio_features) == bool(args.vggsound):
         got = "both" if args.audio_features else "neither"
         raise CommandError(f"got {got} of --audio-features and --vggsound: pass --audio-features DIR "
@@ -204,7 +204,7 @@ def _audio_source(args, cfg: ModelConfig, items):
 
 
 def _load_clip(name: str, overrides: dict):
-    from .model import ECLIPSE
+    from eclipse_lite.model import ECLIPSE
     try:
         return ECLIPSE.from_clip(name, **overrides)
     except (OSError, ValueError, KeyError) as exc:
@@ -215,11 +215,11 @@ def _load_clip(name: str, overrides: dict):
 
 def _train_real(args) -> None:
     """``train --clip ... --data ... (--audio-features DIR | --vggsound PATH)``."""
-    from .distributed import cleanup_distributed, is_main_process, main_process_first, resolve_device
-    from .overrides import parse_sets
-    from .pipeline import demo_train_config
-    from .realdata import SPLITS, make_datasets, train_and_test
-    from .train import TrainConfig, seed_everything, write_results
+    from eclipse_lite.train.distributed import cleanup_distributed, is_main_process, main_process_first, resolve_device
+    from eclipse_lite.overrides import parse_sets
+    from eclipse_lite.studies.demo import demo_train_config
+    from eclipse_lite.train.realdata import SPLITS, make_datasets, train_and_test
+    from eclipse_lite.train.core import TrainConfig, seed_everything, write_results
     cfg, train_over = _configs(args)                  # validates the preset and every --set
     model_over, _ = parse_sets(args.sets, ModelConfig, TrainConfig)
     if not args.clip:
@@ -258,9 +258,9 @@ def _train_real(args) -> None:
 
 def _eval_real(args, model, num_workers: int) -> None:
     """``eval --checkpoint ... --data ... (--audio-features DIR | --vggsound PATH)``."""
-    from .distributed import resolve_device
-    from .realdata import make_datasets, score_split
-    from .train import write_results
+    from eclipse_lite.train.distributed import resolve_device
+    from eclipse_lite.train.realdata import make_datasets, score_split
+    from eclipse_lite.train.core import write_results
     cfg = model.config
     items = _real_items(args, (args.split,))
     cache, encoder = _audio_source(args, cfg, items)
@@ -276,7 +276,7 @@ def _eval_real(args, model, num_workers: int) -> None:
 
 # ------------------------------------------------------------------ commands
 def cmd_make_data(args) -> None:
-    from .data import synth
+    from eclipse_lite.data.synth import generate as synth
     out = Path(args.out) if args.out else Path("data") / "generated" / args.preset
     if args.preset not in synth.SIZES:
         raise CommandError(f"unknown benchmark size {args.preset!r}; known: {', '.join(synth.SIZES)}")
@@ -295,9 +295,9 @@ def cmd_pretrain(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from .distributed import main_process_first
-    from .pipeline import check_data_dir, demo_train_config, finetune_and_test, load_clips
-    from .train import write_results
+    from eclipse_lite.train.distributed import main_process_first
+    from eclipse_lite.studies.demo import check_data_dir, demo_train_config, finetune_and_test, load_clips
+    from eclipse_lite.train.core import write_results
     if args.preset == "base" or args.clip:
         return _train_real(args)
     if args.audio_features or args.vggsound:
@@ -319,10 +319,10 @@ def cmd_train(args) -> None:
 
 
 def cmd_eval(args) -> None:
-    from .model import ECLIPSE
-    from .overrides import parse_sets
-    from .pipeline import check_data_dir, load_clips
-    from .train import TrainConfig, evaluate, write_results
+    from eclipse_lite.model import ECLIPSE
+    from eclipse_lite.overrides import parse_sets
+    from eclipse_lite.studies.demo import check_data_dir, load_clips
+    from eclipse_lite.train.core import TrainConfig, evaluate, write_results
     ckpt = Path(args.checkpoint)
     if not (ckpt / "model.safetensors").exists():
         raise CommandError(f"{ckpt} has no model.safetensors: pass a folder written by training "
@@ -340,7 +340,7 @@ def cmd_eval(args) -> None:
                                f"{' '.join(model_sets)} would be ignored; drop it")
         model = ECLIPSE.from_pretrained(ckpt)
     else:
-        from .checkpoints import read_state_dict
+        from eclipse_lite.checkpoints import read_state_dict
         cfg, _ = _configs(args)
         model = ECLIPSE(cfg)
         model.load_state_dict(read_state_dict(ckpt / "model.safetensors"))
@@ -359,7 +359,7 @@ def cmd_eval(args) -> None:
 
 
 def cmd_ablate(args) -> None:
-    from .ablate import run_ablation
+    from eclipse_lite.studies.ablate import run_ablation
     cfg, train_over = _configs(args)
     groups = args.groups.split(",") if args.groups else None
     run_ablation(Path(args.out), cfg, data_dir=Path(args.data) if args.data else None,
@@ -367,14 +367,14 @@ def cmd_ablate(args) -> None:
 
 
 def cmd_report(args) -> None:
-    from .pipeline import rewrite_report
+    from eclipse_lite.studies.demo import rewrite_report
     rewrite_report(Path(args.run))
 
 
 def cmd_demo(args) -> None:
-    from .overrides import parse_sets
-    from .pipeline import run_demo
-    from .train import TrainConfig
+    from eclipse_lite.overrides import parse_sets
+    from eclipse_lite.studies.demo import run_demo
+    from eclipse_lite.train.core import TrainConfig
     _, train_over = _configs(args)                   # validates the preset and every --set
     model_over, _ = parse_sets(args.sets, ModelConfig, TrainConfig)
     if "fusion" in model_over:
@@ -387,9 +387,9 @@ def cmd_demo(args) -> None:
 
 
 def cmd_cache_audio(args) -> None:
-    from .distributed import main_process_first
-    from .realdata import SPLITS, build_audio_cache, vggsound_encoder
-    from .train import _progress_enabled
+    from eclipse_lite.train.distributed import main_process_first
+    from eclipse_lite.train.realdata import SPLITS, build_audio_cache, vggsound_encoder
+    from eclipse_lite.train.core import _progress_enabled
     cfg, train_over = _configs(args)
     splits = [s for s in SPLITS if (Path(args.data) / f"{s}.jsonl").is_file()] or list(SPLITS)
     items = _real_items(args, splits)
@@ -416,7 +416,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if argv and argv[0] in ("bench", "saliency"):  # their own argument parsers
         import importlib
         try:
-            importlib.import_module(f"eclipse_lite.{argv[0]}").main(argv[1:])
+            importlib.import_module(f"eclipse_lite.studies.{argv[0]}").main(argv[1:])
         except (CommandError, FileNotFoundError, ValueError) as exc:
             print(f"eclipse-lite {argv[0]}: error: {exc}\n(python -m eclipse_lite.{argv[0]} "
                   f"{' '.join(argv[1:])} shows the traceback)", file=sys.stderr)

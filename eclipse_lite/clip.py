@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import MultiHeadAttention, spatial_attention
-from .config import ModelConfig
+from eclipse_lite.attention import MultiHeadAttention, spatial_attention
+from eclipse_lite.config import ModelConfig
 
 
 class QuickGELU(nn.Module):

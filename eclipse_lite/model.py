@@ -26,12 +26,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from .attention import (MultiHeadAttention, a2v_attention, a2v_reverse_norm, joint_attention,
+from eclipse_lite.attention import (MultiHeadAttention, a2v_attention, a2v_reverse_norm, joint_attention,
                         v2a_attention)
-from .audio import audio_projection
-from .clip import TextTransformer, TransformerBlock, VisionTransformer
-from .config import ModelConfig
-from .losses import symmetric_infonce
+from eclipse_lite.audio import audio_projection
+from eclipse_lite.clip import TextTransformer, TransformerBlock, VisionTransformer
+from eclipse_lite.config import ModelConfig
+from eclipse_lite.losses import symmetric_infonce
 
 
 class AudioVisualBlock(nn.Module):
@@ -376,7 +376,7 @@ class ECLIPSE(nn.Module):
         :class:`ModelConfig` field (e.g. ``fusion="none"``, ``context_length=128``); positional
         embeddings are resized when ``image_size`` or ``context_length`` differ.
         """
-        from .checkpoints import load_clip
+        from eclipse_lite.checkpoints import load_clip
         return load_clip(cls, name_or_path, **overrides)
 
     @classmethod
@@ -387,16 +387,16 @@ class ECLIPSE(nn.Module):
         ``yb_dual=1``), softmax over the audio keys (``yb_reverse_norm=0``), own audio token per
         frame (``yb_time_cross_audio=0``). Their flag names are accepted as overrides.
         """
-        from .checkpoints import load_official
+        from eclipse_lite.checkpoints import load_official
         return load_official(cls, path_or_state_dict, **overrides)
 
     @classmethod
     def from_pretrained(cls, path) -> "ECLIPSE":
         """Load a model saved with :meth:`save_pretrained` (config.json + model.safetensors)."""
-        from .checkpoints import load_pretrained
+        from eclipse_lite.checkpoints import load_pretrained
         return load_pretrained(cls, path)
 
     def save_pretrained(self, path) -> None:
         """Write config.json + model.safetensors into ``path`` atomically."""
-        from .checkpoints import save_pretrained
+        from eclipse_lite.checkpoints import save_pretrained
         save_pretrained(self, path)

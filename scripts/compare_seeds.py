@@ -18,9 +18,9 @@ import torch
 
 from eclipse_lite.config import ModelConfig
 from eclipse_lite.model import ECLIPSE
-from eclipse_lite.pipeline import demo_train_config, ensure_benchmark, load_clips, pretrain_config_for
-from eclipse_lite.pretrain import init_from_pretrained, pretrained_towers
-from eclipse_lite.train import evaluate, fit
+from eclipse_lite.studies.demo import demo_train_config, ensure_benchmark, load_clips, pretrain_config_for
+from eclipse_lite.train.pretrain import init_from_pretrained, pretrained_towers
+from eclipse_lite.train.core import evaluate, fit
 
 
 def main() -> None:
@@ -33,7 +33,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None, help="also write the figures to this JSON file")
     p.add_argument("--save-models", type=Path, default=None,
                    help="save each fine-tuned model here as FUSION-seedN (save_pretrained), e.g. for "
-                        "python -m eclipse_lite.saliency --checkpoint ...")
+                        "python -m eclipse_lite.studies.saliency --checkpoint ...")
     args = p.parse_args()
     cfg = ModelConfig.preset(args.preset)
     data = ensure_benchmark(args.preset)
@@ -79,7 +79,7 @@ def main() -> None:
         print(line)
     if args.out is not None:
         from eclipse_lite.checkpoints import atomic_write_text
-        from eclipse_lite.train import git_commit
+        from eclipse_lite.train.core import git_commit
         commit, dirty = git_commit()
         record = {"preset": args.preset, "seeds": args.seeds, "commit": commit + ("+dirty" if dirty else ""),
                   "zero_shot": zero_shot["t2v"], "runs": runs, "summary": summary}

@@ -23,7 +23,7 @@ import torch
 
 from eclipse_lite.config import ModelConfig
 from eclipse_lite.model import ECLIPSE
-from eclipse_lite.train import (TrainConfig, TrainingModule, build_optimizer, build_scheduler,
+from eclipse_lite.train.core import (TrainConfig, TrainingModule, build_optimizer, build_scheduler,
                                 optimizer_step, resolve_precision, train_step)
 
 
@@ -136,7 +136,7 @@ def main() -> None:
     args = p.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("gpu_paper_step.py needs a CUDA GPU (or --device cpu --preset ci)")
-    from eclipse_lite.train import estimate_base_memory
+    from eclipse_lite.train.core import estimate_base_memory
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
 

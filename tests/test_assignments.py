@@ -1,4 +1,4 @@
-"""Classroom assignments (``eclipse_lite.assignments``): generation, and grading both ways.
+"""Classroom assignments (``eclipse_lite.course.assignments``): generation, and grading both ways.
 
 * generation, on the course notebooks and on small synthetic ones: solutions removed, signatures
   and grading cells kept, outputs stripped, broken markup refused with a message naming the cell,
@@ -18,7 +18,7 @@ import nbformat
 import pytest
 from script_loader import load_script
 
-from eclipse_lite.assignments import (BEGIN, END, AssignmentError, fill_exercises, find_exercises,
+from eclipse_lite.course.assignments import (BEGIN, END, AssignmentError, fill_exercises, find_exercises,
                                       generate, main, make_student_notebook, placeholder,
                                       read_notebook)
 
@@ -195,7 +195,7 @@ def test_student_notebook_hides_every_solution(path, students):
 @pytest.fixture(scope="session")
 def ci_benchmark(tmp_path_factory) -> Path:
     """The ci benchmark (the same folder as tests/test_notebooks.py uses in a session)."""
-    from eclipse_lite.pipeline import ensure_benchmark
+    from eclipse_lite.studies.demo import ensure_benchmark
     folder = os.environ.get("NOTEBOOK_TEST_DATA") or tmp_path_factory.getbasetemp() / "ci-benchmark"
     return Path(ensure_benchmark("ci", Path(folder), progress=False)).resolve()
 

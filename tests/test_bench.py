@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from eclipse_lite.bench import (count_flops, compare, format_table, frame_sweep, main, measure,
+from eclipse_lite.studies.bench import (count_flops, compare, format_table, frame_sweep, main, measure,
                                 parse_overrides)
 from eclipse_lite.config import ModelConfig
 

@@ -13,7 +13,7 @@ from eclipse_lite.audio import build_audio_encoder, encode_windows
 from eclipse_lite.config import ModelConfig
 from eclipse_lite.data import cache as cache_mod
 from eclipse_lite.data.cache import CacheSettings, FeatureCache, StaleCacheError, weights_hash
-from eclipse_lite.data.datasets import Item, RetrievalDataset, SkippedItemWarning
+from eclipse_lite.data.dataset import Item, RetrievalDataset, SkippedItemWarning
 from data_fixtures import write_garbage, write_video
 
 SETTINGS = dict(num_frames=4, sample_rate=16000, window_s=2.0, encoder="stats")
@@ -127,7 +127,7 @@ def test_killed_process_leaves_no_visible_partial_file(tmp_path, videos):
         import os, sys, torch
         sys.path.insert(0, {os.path.dirname(__file__)!r})
         from eclipse_lite.data import cache as c
-        from eclipse_lite.data.datasets import Item
+        from eclipse_lite.data.dataset import Item
         real_replace = os.replace
         def die(src, dst):
             if dst.endswith(".safetensors"):
@@ -210,7 +210,7 @@ def test_fit_trains_from_the_cache_and_counts_the_items_it_skipped(tmp_path, vid
     """An ActivityNet-scale run reads per-frame audio embeddings from the cache, not the
     encoder; a broken video is left out of its batches and counted once per epoch."""
     from eclipse_lite.model import ECLIPSE
-    from eclipse_lite.train import TrainConfig, fit
+    from eclipse_lite.train.core import TrainConfig, fit
     broken = Item("broken", write_garbage(str(tmp_path / "broken.mp4")), ["x"])
     items = videos + [broken]
     cache = FeatureCache(str(tmp_path / "cache"))

@@ -151,7 +151,7 @@ def test_cache_audio_holds_the_vggsound_embeddings_of_every_video(ci_data, audio
     from eclipse_lite.audio import encode_windows
     from eclipse_lite.config import ModelConfig
     from eclipse_lite.data import FeatureCache, RetrievalDataset, read_jsonl_manifest
-    from eclipse_lite.realdata import vggsound_encoder
+    from eclipse_lite.train.realdata import vggsound_encoder
     cfg = ModelConfig.preset("base", num_frames=4, audio_window_s=0.5)
     cache = FeatureCache(str(audio_cache))
     assert cache.settings.encoder == "resnet18-vggsound" and cache.settings.window_s == 0.5

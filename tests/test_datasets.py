@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from eclipse_lite.config import CLIP_MEAN, CLIP_STD, ModelConfig
-from eclipse_lite.data.datasets import (Item, RetrievalDataset, SkippedItemWarning, collate,
+from eclipse_lite.data.dataset import (Item, RetrievalDataset, SkippedItemWarning, collate,
                                         expand_compact, join_paragraph, read_activitynet, read_charades,
                                         read_dataset, read_didemo, read_jsonl_manifest,
                                         read_msrvtt, read_qvhighlights, read_youcook2)
@@ -166,7 +166,7 @@ def test_compact_batches_expand_to_the_same_tensors(clips):
 
 
 def test_compact_batches_train(clips):
-    from eclipse_lite.train import batch_inputs
+    from eclipse_lite.train.core import batch_inputs
 
     cfg = ModelConfig.preset("ci")
     items = [Item("g", clips["good"], ["a dog"]), Item("g2", clips["good2"], ["a cat"])]
@@ -456,7 +456,7 @@ def test_read_dataset_dispatch(tmp_path):
 def test_throughput_bench_runs(tmp_path, capsys):
     """The bench command end to end on two 3 s videos it writes itself (the figure is not
     checked: it depends on the machine)."""
-    from eclipse_lite.data import bench
+    from eclipse_lite.studies import loader_bench as bench
 
     result = bench.main(["--make", "2", "--out", str(tmp_path / "bench"), "--duration", "3",
                          "--size", "32", "--frames", "4", "--workers", "0", "--image-size", "32",

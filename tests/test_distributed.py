@@ -18,7 +18,7 @@ from torch.utils.data import Dataset, default_collate
 
 import eclipse_lite as el
 from eclipse_lite.config import ModelConfig
-from eclipse_lite.distributed import (ShardedBatchSampler, ShardedEvalSampler, epoch_permutation,
+from eclipse_lite.train.distributed import (ShardedBatchSampler, ShardedEvalSampler, epoch_permutation,
                                       shard_bounds)
 
 GRAD_NAMES = ("logit_scale", "visual.blocks.0.attn.q_proj.weight", "av_blocks.1.a2v_proj.weight",
@@ -50,14 +50,14 @@ def make_model():
 
 
 def fit_config():
-    from eclipse_lite.train import TrainConfig
+    from eclipse_lite.train.core import TrainConfig
     return TrainConfig(epochs=2, batch_size=8, lr_clip=1e-3, lr_new=1e-3, log_every=1,
                        progress=False, device="cpu", warmup_fraction=0.25)
 
 
 def one_step(module_fn, items, accum):
     """Loss and selected gradients of one train_step on ``items`` of Pairs(16)."""
-    from eclipse_lite.train import TrainingModule, batch_inputs, train_step
+    from eclipse_lite.train.core import TrainingModule, batch_inputs, train_step
     ds = Pairs(16)
     model = make_model()
     module = module_fn(TrainingModule(model))
@@ -69,7 +69,7 @@ def one_step(module_fn, items, accum):
 
 def everything(module_fn, items, out_dir):
     """What the worker computes and the test recomputes in one process."""
-    from eclipse_lite.train import evaluate, fit
+    from eclipse_lite.train.core import evaluate, fit
     result = {f"step{k}": one_step(module_fn, items, k) for k in (1, 2)}
     model = make_model()
     res = fit(model, Pairs(16), Pairs(7, seed=1), fit_config(), out_dir=out_dir)
@@ -81,9 +81,9 @@ def everything(module_fn, items, out_dir):
 def worker(out: Path) -> None:
     """Body of each torchrun process."""
     from torch.nn.parallel import DistributedDataParallel
-    from eclipse_lite.distributed import cleanup_distributed, init_distributed
+    from eclipse_lite.train.distributed import cleanup_distributed, init_distributed
     torch.use_deterministic_algorithms(True, warn_only=True)
-    from eclipse_lite.distributed import main_process_first
+    from eclipse_lite.train.distributed import main_process_first
     info = init_distributed("cpu")
     assert info.world_size == 2 and info.backend == "gloo", info
     marker = out / "written-by-rank-0"
@@ -138,7 +138,7 @@ def test_eval_shards_cover_every_item_once_in_order(n, world, bs):
 
 
 def test_global_loss_is_the_plain_loss_in_one_process():
-    from eclipse_lite.distributed import global_infonce
+    from eclipse_lite.train.distributed import global_infonce
     g = torch.Generator().manual_seed(0)
     t = torch.nn.functional.normalize(torch.randn(6, 8, generator=g), dim=-1)
     v = torch.nn.functional.normalize(torch.randn(6, 8, generator=g), dim=-1)

@@ -245,7 +245,7 @@ def test_expectation_tables_catch_bad_metrics():
 @pytest.fixture(scope="session")
 def ci_benchmark(tmp_path_factory) -> Path:
     """The ci benchmark, made once per session (pretrained towers get cached inside it)."""
-    from eclipse_lite.pipeline import ensure_benchmark
+    from eclipse_lite.studies.demo import ensure_benchmark
     folder = os.environ.get("NOTEBOOK_TEST_DATA") or tmp_path_factory.getbasetemp() / "ci-benchmark"
     return Path(ensure_benchmark("ci", Path(folder), progress=False)).resolve()
 
@@ -304,7 +304,7 @@ def test_there_are_notebooks():
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
 def test_conventions(path):
-    from eclipse_lite.assignments import find_exercises
+    from eclipse_lite.course.assignments import find_exercises
     nb = _read(path)
     assert nb.metadata.get("kernelspec", {}).get("name") == "python3", "kernelspec name must be python3"
     code = [c for c in nb.cells if c.cell_type == "code"]
@@ -392,8 +392,8 @@ def test_03_leaves_the_audio_encoder_and_the_clips_cached_for_04(ci_runs, monkey
     reads (``DATA_DIR/pretrained/<preset>-<key>/``), so that 04 only pretrains CLIP, and leaves
     every split decoded and embedded with it in ``DATA_DIR/cache/``, the cache 04's load_clips reads."""
     from eclipse_lite.config import ModelConfig
-    from eclipse_lite.data import synth
-    from eclipse_lite.pipeline import pretrain_config_for
+    from eclipse_lite.data.synth import generate as synth
+    from eclipse_lite.studies.demo import pretrain_config_for
     ci_runs.run(next(p for p in NOTEBOOKS if p.stem == "03_audio"))
     cfg = ModelConfig.preset("ci")
     key = pretrain_config_for("ci").key(cfg, extra=synth.PRETRAIN_DATA_VERSION)
@@ -401,8 +401,8 @@ def test_03_leaves_the_audio_encoder_and_the_clips_cached_for_04(ci_runs, monkey
     assert (folder / "audio.safetensors").exists() and (folder / "audio_info.json").exists(), \
         f"03 left no audio encoder in {folder}"
     import eclipse_lite.data.memory as memory
-    from eclipse_lite.pipeline import SPLITS, load_clips
-    from eclipse_lite.pretrain import pretrained_audio_encoder
+    from eclipse_lite.studies.demo import SPLITS, load_clips
+    from eclipse_lite.train.pretrain import pretrained_audio_encoder
     encoder, info = pretrained_audio_encoder(cfg, ci_runs.data_dir / "pretrained", pretrain_config_for("ci"),
                                              progress=False)
     assert info["cached"]

@@ -1,4 +1,4 @@
-"""eclipse_lite.pipeline.finetuned: the notebooks train a model once and then share it, but never
+"""eclipse_lite.studies.demo.finetuned: the notebooks train a model once and then share it, but never
 reuse a run of another model, another recipe, an unfinished one, or one older than the data."""
 import inspect
 import json
@@ -9,7 +9,7 @@ import torch
 
 import eclipse_lite as el
 from eclipse_lite.config import ModelConfig
-from eclipse_lite.pipeline import earlier_runs, fine_tune, finetuned, finished_run, run_demo
+from eclipse_lite.studies.demo import earlier_runs, fine_tune, finetuned, finished_run, run_demo
 from test_train import Pairs, tc_
 
 ROOT = Path(__file__).resolve().parent.parent

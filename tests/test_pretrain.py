@@ -7,17 +7,17 @@ import numpy as np
 import pytest
 import torch
 
-import eclipse_lite.pretrain as pretrain_module
+import eclipse_lite.train.pretrain as pretrain_module
 from eclipse_lite.audio import build_audio_encoder
 from eclipse_lite.checkpoints import atomic_save_safetensors, read_state_dict
 from eclipse_lite.config import ModelConfig
-from eclipse_lite.data import synth
-from eclipse_lite.data.synth import pretrain_rng, sample_frame_caption
-from eclipse_lite.data.synth_captions import sound_caption
-from eclipse_lite.data.synth_sounds import SOUND_PHRASES
+from eclipse_lite.data.synth import generate as synth
+from eclipse_lite.data.synth.generate import pretrain_rng, sample_frame_caption
+from eclipse_lite.data.synth.captions import sound_caption
+from eclipse_lite.data.synth.sounds import SOUND_PHRASES
 from eclipse_lite.model import ECLIPSE
-from eclipse_lite.pipeline import pretrain_config_for
-from eclipse_lite.pretrain import (PretrainConfig, init_from_pretrained, pretrain_clip,
+from eclipse_lite.studies.demo import pretrain_config_for
+from eclipse_lite.train.pretrain import (PretrainConfig, init_from_pretrained, pretrain_clip,
                                    pretrained_audio_encoder, pretrained_towers, sound_text_bank)
 from eclipse_lite.tokenizer import tokenize
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from eclipse_lite import saliency as S
+from eclipse_lite.studies import saliency as S
 from eclipse_lite.attention import v2a_attention
 from eclipse_lite.config import ModelConfig
 from eclipse_lite.model import ECLIPSE
@@ -107,7 +107,7 @@ def test_paper_postprocessing_cubes_between_two_min_max():
 def test_overlay_blends_seventy_thirty():
     frame = np.full((8, 8, 3), 100, np.uint8)
     heat = np.zeros((8, 8))
-    from eclipse_lite.viz import heat_colours
+    from eclipse_lite.studies.viz import heat_colours
     colour = heat_colours(heat)[0, 0].astype(float)
     got = S.overlay(frame, heat)
     assert np.allclose(got[0, 0], np.round(0.7 * 100 + 0.3 * colour), atol=1)
@@ -299,7 +299,7 @@ def _mux_tone(out, stream, seconds, rate, freq=440.0):
 def _write_square_video(path, plan, size=64, fps=4, sample_rate=16000):
     """Dark frames with a white square wherever the plan's first event is at frame time k / fps
     (and a grey one for its second event, if any)."""
-    from eclipse_lite.data.synth_visuals import box_at
+    from eclipse_lite.data.synth.visuals import box_at
 
     n = int(round(plan["duration"] * fps))
     levels = [235, 120]   # the sounding object is brighter than the silent one

@@ -1,4 +1,4 @@
-"""The bundled benchmark (eclipse_lite.data.synth*) and its modality oracle, at the ci size."""
+"""The bundled benchmark (eclipse_lite.data.synth.generate*) and its modality oracle, at the ci size."""
 from __future__ import annotations
 
 import hashlib
@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eclipse_lite.data import oracle as oracle_mod
-from eclipse_lite.data import synth, synth_plan
-from eclipse_lite.data.synth import (EVENT_KINDS, SIZES, SOUND_CLASSES, VISUAL_CLASSES, box_at,
+from eclipse_lite.data.synth import oracle as oracle_mod
+from eclipse_lite.data.synth import generate as synth, plan as synth_plan
+from eclipse_lite.data.synth.generate import (EVENT_KINDS, SIZES, SOUND_CLASSES, VISUAL_CLASSES, box_at,
                                      make_benchmark, pretrain_rng, sample_frame_caption,
                                      sample_sound_clip)
-from eclipse_lite.data.synth_captions import MOTION_WORDS, PLACE_WORDS
-from eclipse_lite.data.synth_plan import FRAME_GRID, uniform_frame_times
-from eclipse_lite.data.synth_sounds import RECORDED_CLASSES, SOUND_PHRASES
-from eclipse_lite.data.synth_visuals import COLOURS, SHAPES
+from eclipse_lite.data.synth.captions import MOTION_WORDS, PLACE_WORDS
+from eclipse_lite.data.synth.plan import FRAME_GRID, uniform_frame_times
+from eclipse_lite.data.synth.sounds import RECORDED_CLASSES, SOUND_PHRASES
+from eclipse_lite.data.synth.visuals import COLOURS, SHAPES
 
 av = pytest.importorskip("av")
 
@@ -270,7 +270,7 @@ def _fact_words(fact):
         verb, noun = SOUND_PHRASES[fact[1]]
         return [f"({re.escape(verb)}|{re.escape(noun)})"]
     if kind == "background":
-        from eclipse_lite.data.synth_captions import BACKGROUND_PHRASES
+        from eclipse_lite.data.synth.captions import BACKGROUND_PHRASES
         return [re.escape(BACKGROUND_PHRASES[fact[1]])]
     raise AssertionError(fact)
 
@@ -367,7 +367,7 @@ def test_oracle_cli_on_ci(ci_dir, capsys):
     assert oracle_mod.main(["--data", str(ci_dir)]) == 0
     out = capsys.readouterr().out
     assert "| audio |" in out and "| video |" in out and "| both |" in out
-    with pytest.raises(FileNotFoundError, match="eclipse_lite.data.synth"):
+    with pytest.raises(FileNotFoundError, match="eclipse_lite.data.synth.generate"):
         oracle_mod.run_oracle(ci_dir / "missing")
 
 

@@ -12,9 +12,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 import eclipse_lite as el
-import eclipse_lite.train as train_mod
+import eclipse_lite.train.core as train_mod
 from eclipse_lite.config import ModelConfig
-from eclipse_lite.train import (FitResult, TrainConfig, TrainingModule, batch_inputs, build_optimizer,
+from eclipse_lite.train.core import (FitResult, TrainConfig, TrainingModule, batch_inputs, build_optimizer,
                                 build_scheduler, estimate_peak_memory, evaluate, find_checkpoint,
                                 fit, load_checkpoint, lr_factor, param_groups, resolve_precision,
                                 save_checkpoint, train_step, warmup_steps_for, write_results)

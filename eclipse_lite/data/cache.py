@@ -38,8 +38,8 @@ from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 from torch.utils.data import DataLoader, Dataset
 
-from ..config import ModelConfig
-from .io import DecodeError, read_audio, read_video, to_clip_input
+from eclipse_lite.config import ModelConfig
+from eclipse_lite.data.io import DecodeError, read_audio, read_video, to_clip_input
 
 CACHE_FORMAT = 1
 _SETTINGS_FILE = "settings.json"
@@ -379,7 +379,7 @@ class _DecodeView(Dataset):
         return len(self.items)
 
     def __getitem__(self, index: int) -> Union[Dict[str, Any], str]:
-        from ..audio import audio_windows
+        from eclipse_lite.audio import audio_windows
 
         item, s = self.items[index], self.settings
         try:

@@ -3,9 +3,9 @@
 A 32-frame 224 px batch of 4 clips is ~77 MB of float frames and ~82 MB of overlapping 10 s
 audio windows. glibc serves blocks that large with a fresh ``mmap`` and unmaps them when they are
 freed, so every batch pays to page-fault and zero ~160 MB again: on the bench's 2-core machine
-that was 40 % of :func:`~eclipse_lite.data.datasets.expand_compact`'s time (66 → 38 ms per clip,
+that was 40 % of :func:`~eclipse_lite.data.dataset.expand_compact`'s time (66 → 38 ms per clip,
 timed on one 4-clip batch of the bench videos in one process, without and with this call; the
-loader-level effect is ``python -m eclipse_lite.data.bench`` with and without
+loader-level effect is ``python -m eclipse_lite.studies.loader_bench`` with and without
 ``--no-keep-memory``, in data/README.md). PyTorch's CUDA allocator caches for the same reason; on
 the CPU it leaves this to ``malloc``.
 

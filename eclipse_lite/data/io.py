@@ -24,8 +24,8 @@ from typing import List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from ..config import CLIP_MEAN, CLIP_STD
-from .sampling import RngLike, first_occurrence, sample_indices
+from eclipse_lite.config import CLIP_MEAN, CLIP_STD
+from eclipse_lite.data.sampling import RngLike, first_occurrence, sample_indices
 
 # PyAV first: decord bundles its own FFmpeg libraries, and when they load first some of PyAV's
 # encoders (libvpx) fail to open in the same process.
@@ -167,7 +167,7 @@ def to_clip_input(frames: torch.Tensor) -> torch.Tensor:
     view instead gives the same values 3-4x slower on the CPU (11-16 against 4 ms for a
     32-frame 224 px clip).
 
-    ``eclipse_lite.pretrain.normalise_frames`` (numpy in, ``(x / 255 - mean) / std``) is the
+    ``eclipse_lite.train.pretrain.normalise_frames`` (numpy in, ``(x / 255 - mean) / std``) is the
     pretraining's version: equal up to the last bit, and kept as it is so that cached pretrained
     towers stay what their key says.
     """

@@ -18,8 +18,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..audio import encode_windows
-from ..checkpoints import atomic_save_safetensors, atomic_write_text, read_state_dict
+from eclipse_lite.audio import encode_windows
+from eclipse_lite.checkpoints import atomic_save_safetensors, atomic_write_text, read_state_dict
 
 
 class ClipTensors(Dataset):
@@ -82,7 +82,7 @@ def materialize(dataset, audio_encoder: Optional[nn.Module], batch_size: int = 1
     ``dataset.skipped``), never turned into NaN rows.
     """
     from tqdm.auto import tqdm
-    from .datasets import collate
+    from eclipse_lite.data.dataset import collate
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=collate)
     parts: Dict[str, list] = {k: [] for k in ("frames", "frame_mask", "audio", "audio_mask")}

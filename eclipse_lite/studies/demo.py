@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .checkpoints import atomic_write_text
-from .config import ModelConfig
-from .model import ECLIPSE
-from .pretrain import PretrainConfig, init_from_pretrained, pretrained_towers
+from eclipse_lite.checkpoints import atomic_write_text
+from eclipse_lite.config import ModelConfig
+from eclipse_lite.model import ECLIPSE
+from eclipse_lite.train.pretrain import PretrainConfig, init_from_pretrained, pretrained_towers
 
 if TYPE_CHECKING:
-    from .data.memory import ClipTensors
-    from .train import FitResult
+    from eclipse_lite.data.memory import ClipTensors
+    from eclipse_lite.train.core import FitResult
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def default_data_dir(preset: str) -> Path:
 def ensure_benchmark(preset: str, data_dir: Optional[Path] = None, seed: int = 0,
                      progress: bool = True) -> Path:
     """The bundled benchmark for ``preset`` in ``data_dir``, generated if it is not there."""
-    from .data import synth
+    from eclipse_lite.data.synth import generate as synth
     data_dir = Path(data_dir) if data_dir else default_data_dir(preset)
     if not (data_dir / "test.jsonl").exists():
         log.info("making the %s benchmark in %s", preset, data_dir)
@@ -63,8 +63,8 @@ def check_data_dir(data_dir: Path, preset: str) -> None:
 def load_clips(data_dir: Path, cfg: ModelConfig, audio_encoder, sampling: str = "uniform",
                progress: bool = True) -> Dict[str, "ClipTensors"]:
     """Every split decoded once (frames + per-frame audio embeddings), cached under data_dir/cache."""
-    from .data.datasets import RetrievalDataset, read_jsonl_manifest
-    from .data.memory import cached_materialize
+    from eclipse_lite.data.dataset import RetrievalDataset, read_jsonl_manifest
+    from eclipse_lite.data.memory import cached_materialize
     check_data_dir(data_dir, cfg.name)
     clips = {}
     for split in SPLITS:
@@ -78,7 +78,7 @@ def load_clips(data_dir: Path, cfg: ModelConfig, audio_encoder, sampling: str = 
 
 def demo_train_config(preset: str, **overrides):
     """The fine-tuning recipe of the demo for a preset (equal steps for every model)."""
-    from .train import TrainConfig
+    from eclipse_lite.train.core import TrainConfig
     recipe = {
         "ci": dict(epochs=2, batch_size=4, lr_clip=1e-4, lr_new=1e-3, weight_decay=0.2),
         "tiny": dict(epochs=8, batch_size=32, lr_clip=3e-4, lr_new=3e-3, weight_decay=0.2),
@@ -100,8 +100,8 @@ def fine_tune(fusion: str, cfg: ModelConfig, clips, clip_state, tc, out_dir: Opt
     """Fine-tune ``cfg`` with ``fusion`` from the pretrained towers (seeded by ``tc.seed``) on
     ``clips["train"]``, choosing the epoch on ``clips["val"]``; the model comes back holding its
     best epoch's weights when ``out_dir`` kept them."""
-    from .checkpoints import read_state_dict
-    from .train import fit
+    from eclipse_lite.checkpoints import read_state_dict
+    from eclipse_lite.train.core import fit
     torch.manual_seed(tc.seed)
     model = init_from_pretrained(ECLIPSE(cfg.replace(fusion=fusion)), clip_state)
     result = fit(model, clips["train"], clips["val"], tc, out_dir=out_dir, resume=resume)
@@ -113,8 +113,8 @@ def fine_tune(fusion: str, cfg: ModelConfig, clips, clip_state, tc, out_dir: Opt
 def finetune_and_test(fusion: str, cfg: ModelConfig, clips, clip_state, tc, out_dir: Path,
                       seed: int, progress: bool = True, resume: bool = False) -> dict:
     """Fine-tune one model from the pretrained towers; return its test metrics and costs."""
-    from .bench import count_flops
-    from .train import evaluate
+    from eclipse_lite.studies.bench import count_flops
+    from eclipse_lite.train.core import evaluate
     tc = dataclasses.replace(tc, seed=seed, progress=progress)
     t0 = time.time()
     model, result = fine_tune(fusion, cfg, clips, clip_state, tc, out_dir, resume=resume)
@@ -130,7 +130,7 @@ def finetune_and_test(fusion: str, cfg: ModelConfig, clips, clip_state, tc, out_
 def finished_run(run_dir: Path, cfg: ModelConfig, recipe=None,
                  data_dir: Optional[Path] = None) -> Optional[Tuple[Path, dict]]:
     """``(checkpoint dir, trainer state)`` of a finished fine-tuning run in ``run_dir`` (as
-    :func:`eclipse_lite.train.fit` writes it: ``best/`` when kept, else ``last/``), or None when
+    :func:`eclipse_lite.train.core.fit` writes it: ``best/`` when kept, else ``last/``), or None when
     there is none, it is unfinished, it trained another model than ``cfg``, another recipe than
     ``recipe`` (a TrainConfig; None accepts any), or it is older than the benchmark in
     ``data_dir`` (its ``meta.json`` is written when the benchmark is made)."""
@@ -229,7 +229,7 @@ def _mean_std(values: List[float]) -> Dict[str, float]:
 def summarise(runs: Dict[str, List[dict]], cfg: ModelConfig, tc, seeds: Sequence[int]) -> dict:
     """results.json: per model the metric dicts (first seed; exactly retrieval_metrics' keys),
     plus mean/std over seeds when there are several."""
-    from .train import git_commit
+    from eclipse_lite.train.core import git_commit
     models = {}
     for fusion, res in runs.items():
         first = res[0]
@@ -278,7 +278,7 @@ def save_gallery(sim: torch.Tensor, clips, path: Path, queries: Sequence[int] = 
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from .config import CLIP_MEAN, CLIP_STD
+    from eclipse_lite.config import CLIP_MEAN, CLIP_STD
     mean, std = torch.tensor(CLIP_MEAN).view(3, 1, 1), torch.tensor(CLIP_STD).view(3, 1, 1)
     queries = [q for q in queries if q < sim.shape[0]]
     fig, axes = plt.subplots(len(queries), k, figsize=(2.0 * k, 2.5 * len(queries)), squeeze=False)

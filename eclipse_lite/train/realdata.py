@@ -23,9 +23,9 @@ from typing import Any, Dict, Optional, Sequence
 
 from torch import nn
 
-from .config import ModelConfig
-from .data.cache import CacheSettings, FeatureCache, MissingFeaturesError, StaleCacheError
-from .data.datasets import Item, ItemList, RetrievalDataset, read_jsonl_manifest
+from eclipse_lite.config import ModelConfig
+from eclipse_lite.data.cache import CacheSettings, FeatureCache, MissingFeaturesError, StaleCacheError
+from eclipse_lite.data.dataset import Item, ItemList, RetrievalDataset, read_jsonl_manifest
 
 SPLITS = ("train", "val", "test")
 VGGSOUND_ENCODER = "resnet18-vggsound"   # the encoder's name in CacheSettings
@@ -58,7 +58,7 @@ def vggsound_encoder(cfg: ModelConfig, weights: Any) -> nn.Module:
     """The paper's frozen audio encoder, in eval mode: ``VGGSoundSpectrogram`` + ``ResNet18Audio``
     with the VGGSound release's weights (``AudioEncoder.load_vggsound``); windows ``[..., W]`` →
     embeddings ``[..., 512]``."""
-    from .audio import ResNet18Audio, build_audio_encoder
+    from eclipse_lite.audio import ResNet18Audio, build_audio_encoder
     if cfg.audio_dim != ResNet18Audio.out_dim:
         raise ValueError(f"the VGGSound ResNet-18 gives {ResNet18Audio.out_dim}-d embeddings but "
                          f"the model takes audio_dim={cfg.audio_dim}: set audio_dim=512")
@@ -84,7 +84,7 @@ def build_audio_cache(items: Sequence[Item], cfg: ModelConfig, encoder: nn.Modul
     ``encoder`` runs on ``device``); a video listed twice (e.g. in two splits) is encoded once.
     Returns :meth:`FeatureCache.build`'s report ``{"computed", "cached", "failed"}``.
     """
-    from .audio import encode_windows
+    from eclipse_lite.audio import encode_windows
     encoder = encoder.to(device).eval()
 
     def encode(windows, mask):                        # [T, W], [T] -> [T, A]
@@ -152,7 +152,7 @@ def make_datasets(items: Dict[str, Sequence[Item]], cfg: ModelConfig,
 def score_split(model: nn.Module, dataset: RetrievalDataset, audio_encoder: Optional[nn.Module] = None,
                 device: Any = None, precision: str = "auto", num_workers: int = 0) -> dict:
     """``evaluate`` with the batch size both ``train`` and ``eval`` use (same numbers)."""
-    from .train import evaluate
+    from eclipse_lite.train.core import evaluate
     return evaluate(model, dataset, audio_encoder=audio_encoder, device=device,
                     batch_size=EVAL_BATCH, precision=precision, num_workers=num_workers)
 
@@ -165,8 +165,8 @@ def train_and_test(model: nn.Module, data: Dict[str, RetrievalDataset], tc, out_
     Returns ``{"t2v", "v2t"}`` (test metrics) plus ``"best_epoch"``, ``"val"`` (its validation
     metrics), ``"steps"`` and ``"train_seconds"``.
     """
-    from .checkpoints import read_state_dict
-    from .train import fit
+    from eclipse_lite.checkpoints import read_state_dict
+    from eclipse_lite.train.core import fit
     result = fit(model, data["train"], data["val"], tc, out_dir=out_dir,
                  audio_encoder=audio_encoder, resume=resume)
     best = Path(out_dir) / "best" / "model.safetensors"

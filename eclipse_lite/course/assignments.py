@@ -25,7 +25,7 @@ cell, the function the marker sits in, or ``"<notebook> cell <i>"``.
 
 Command line (``make assignments``)::
 
-    python -m eclipse_lite.assignments notebooks notebooks/assignments [--all]
+    python -m eclipse_lite.course.assignments notebooks notebooks/assignments [--all]
 
 writes one student notebook per source notebook that has exercises (``--all``: also copies the
 others, stripped, so that students get the whole course in one folder).
@@ -289,7 +289,7 @@ def generate(src_dir: Path, out_dir: Path, include_all: bool = False) -> Dict[st
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m eclipse_lite.assignments",
+        prog="python -m eclipse_lite.course.assignments",
         description="Write student notebooks: every ### BEGIN SOLUTION ... ### END SOLUTION region "
                     "replaced with raise NotImplementedError, grading cells kept, outputs stripped.")
     parser.add_argument("src", type=Path, help="folder of source notebooks (e.g. notebooks)")

@@ -35,10 +35,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_info
 
-from ..config import ModelConfig
-from .cache import MissingFeaturesError, StaleCacheError
-from .io import BACKENDS, DecodeError, read_audio, read_video, to_clip_input
-from .sampling import SAMPLINGS
+from eclipse_lite.config import ModelConfig
+from eclipse_lite.data.cache import MissingFeaturesError, StaleCacheError
+from eclipse_lite.data.io import BACKENDS, DecodeError, read_audio, read_video, to_clip_input
+from eclipse_lite.data.sampling import SAMPLINGS
 
 CAPTION_MODES = ("paragraph", "random_sentence")
 MISSING_POLICIES = ("warn", "error", "keep")
@@ -267,7 +267,7 @@ class RetrievalDataset(Dataset):
             audio = entry["audio"].float()
             audio_mask = entry["audio_mask"].float()
         else:
-            from ..audio import audio_windows
+            from eclipse_lite.audio import audio_windows
 
             wave, _ = read_audio(item.video_path, self.sample_rate)
             audio, audio_mask = audio_windows(torch.from_numpy(wave), times.double(),
@@ -378,7 +378,7 @@ def expand_compact(batch: Dict[str, Any], device: Any = None) -> Dict[str, Any]:
     """
     if "waveform" not in batch:
         return batch
-    from ..audio import audio_windows
+    from eclipse_lite.audio import audio_windows
 
     sample_rate, window_s, placement = batch["compact"]
     out = {k: v for k, v in batch.items()

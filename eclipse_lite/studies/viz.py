@@ -23,7 +23,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 
-from .config import CLIP_MEAN, CLIP_STD
+from eclipse_lite.config import CLIP_MEAN, CLIP_STD
 
 __all__ = ["atomic_output", "save_png", "save_gif", "save_figure", "to_uint8_frames",
            "heat_colours", "draw_box", "image_grid", "show_frames", "plot_frame_sweep",
@@ -205,7 +205,7 @@ def show_frames(frames, titles: Optional[Sequence[str]] = None, cols: Optional[i
 def plot_frame_sweep(sweep: Mapping, title: Optional[str] = None) -> Figure:
     """Inference GFLOPs against frames, video-only vs ECLIPSE — the shape of the paper's Fig. 2.
 
-    ``sweep`` is :func:`eclipse_lite.bench.frame_sweep`'s result: ``{"frames": [...], "curves":
+    ``sweep`` is :func:`eclipse_lite.studies.bench.frame_sweep`'s result: ``{"frames": [...], "curves":
     {label: [GFLOPs per frame count]}, "points": [{"label", "frames", "gflops"}] (optional
     reference points, e.g. the paper's Table 2)}``.
     """
@@ -232,7 +232,7 @@ def plot_frame_sweep(sweep: Mapping, title: Optional[str] = None) -> Figure:
 def plot_bench(result: Mapping) -> Figure:
     """Peak memory and samples/s of video-only vs ECLIPSE per mode (Table 2 as bars).
 
-    ``result`` is :func:`eclipse_lite.bench.compare`'s result (with memory/speed measured).
+    ``result`` is :func:`eclipse_lite.studies.bench.compare`'s result (with memory/speed measured).
     """
     rows = result["rows"]
     modes = [m for m in ("infer", "train") if m in rows["eclipse"]]

@@ -23,8 +23,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 from torch.utils.data import Dataset
 
-from .checkpoints import atomic_write_text
-from .config import ModelConfig
+from eclipse_lite.checkpoints import atomic_write_text
+from eclipse_lite.config import ModelConfig
 
 GROUPS = ("fusion", "blocks", "frames", "window", "sampling", "modalities")
 
@@ -81,11 +81,11 @@ def run_ablation(out: Path, cfg: ModelConfig, data_dir: Optional[Path] = None, s
                  groups: Optional[Sequence[str]] = None, train_overrides: Optional[dict] = None,
                  progress: bool = True) -> dict:
     """Fine-tune and test every row of :func:`grid`; write ablation.json / ablation.md."""
-    from .data.datasets import RetrievalDataset, read_jsonl_manifest
-    from .data.memory import cached_materialize
-    from .pipeline import (demo_train_config, ensure_benchmark, finetune_and_test, load_clips,
+    from eclipse_lite.data.dataset import RetrievalDataset, read_jsonl_manifest
+    from eclipse_lite.data.memory import cached_materialize
+    from eclipse_lite.studies.demo import (demo_train_config, ensure_benchmark, finetune_and_test, load_clips,
                            pretrain_config_for)
-    from .pretrain import pretrained_towers
+    from eclipse_lite.train.pretrain import pretrained_towers
     out = Path(out)
     seeds = list(seeds)
     data_dir = ensure_benchmark(cfg.name, data_dir, progress=progress)

@@ -18,7 +18,7 @@ What a video reveals (described *and* distractor events alike):
     overlaps it by at least ``min(1 s, the sound's length)``;
   * ``both``: the union.
 
-Run ``python -m eclipse_lite.data.oracle --data data/generated/tiny``.
+Run ``python -m eclipse_lite.data.synth.oracle --data data/generated/tiny``.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from typing import Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .synth_plan import uniform_frame_times
+from eclipse_lite.data.synth.plan import uniform_frame_times
 
 __all__ = ["MODALITIES", "caption_facts", "revealed_facts", "oracle_similarity", "oracle_metrics",
            "r1_random_ties",
@@ -107,7 +107,7 @@ def oracle_similarity(plans: Sequence[Mapping], modality: str, num_frames: int =
 def _retrieval_metrics(sim: np.ndarray) -> Dict[str, float]:
     """``eclipse_lite.metrics.retrieval_metrics`` (same tie rule, stated here for the fallback)."""
     try:
-        from ..metrics import retrieval_metrics
+        from eclipse_lite.metrics import retrieval_metrics
     except ImportError:  # pragma: no cover - metrics.py is part of the package
         target = np.diag(sim)[:, None]
         ranks = 1.0 + (sim > target).sum(1) + ((sim == target).sum(1) - 1) / 2.0
@@ -162,7 +162,7 @@ def load_test_plans(data_dir: Path, split: str = "test") -> List[Dict]:
     for path in (manifest, events):
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist; make the benchmark first: "
-                                    f"python -m eclipse_lite.data.synth --out {data_dir}")
+                                    f"python -m eclipse_lite.data.synth.generate --out {data_dir}")
     plans = json.loads(events.read_text())
     ids = [json.loads(line)["id"] for line in manifest.read_text().splitlines() if line.strip()]
     missing = [i for i in ids if i not in plans]
@@ -190,8 +190,8 @@ def format_table(result: Mapping[str, Mapping[str, float]], num_frames: int, win
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m eclipse_lite.data.oracle", description=__doc__.split("\n")[0])
-    parser.add_argument("--data", required=True, type=Path, help="a benchmark made by eclipse_lite.data.synth")
+    parser = argparse.ArgumentParser(prog="python -m eclipse_lite.data.synth.oracle", description=__doc__.split("\n")[0])
+    parser.add_argument("--data", required=True, type=Path, help="a benchmark made by eclipse_lite.data.synth.generate")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument("--frames", type=int, default=8, help="uniform frames per video (default 8)")
     parser.add_argument("--window-s", type=float, default=10.0, help="audio window per frame (default 10 s)")

@@ -16,7 +16,7 @@ This module renders plans into mp4 files (H.264 + AAC, PyAV) with both CPU cores
 dataset atomically::
 
     make_benchmark("data/generated/tiny", size="tiny", seed=0)   # or, from a shell:
-    python -m eclipse_lite.data.synth --out data/generated/tiny --size tiny --seed 0
+    python -m eclipse_lite.data.synth.generate --out data/generated/tiny --size tiny --seed 0
 
 ``out_dir/``: ``videos/*.mp4``; ``train.jsonl``, ``val.jsonl``, ``test.jsonl`` (one
 ``{"id", "video", "captions": [paragraph], "segments": [[start, end] per described event]}`` per
@@ -45,11 +45,11 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .synth_captions import frame_caption, paragraph_caption
-from .synth_plan import (EVENT_KINDS, FRAME_GRID, MOTION_WEIGHTS, OBJECT_SIDE, brief_margin, plan_video,
+from eclipse_lite.data.synth.captions import frame_caption, paragraph_caption
+from eclipse_lite.data.synth.plan import (EVENT_KINDS, FRAME_GRID, MOTION_WEIGHTS, OBJECT_SIDE, brief_margin, plan_video,
                          uniform_frame_times, visual_event)
-from .synth_sounds import SOUND_CLASSES, ambient_bed, render_sound
-from .synth_visuals import (BACKGROUNDS, REGIONS, VISUAL_CLASSES, background_image, box_at, place_box,
+from eclipse_lite.data.synth.sounds import SOUND_CLASSES, ambient_bed, render_sound
+from eclipse_lite.data.synth.visuals import (BACKGROUNDS, REGIONS, VISUAL_CLASSES, background_image, box_at, place_box,
                             render_frame)
 
 __all__ = ["SizeSpec", "SIZES", "GENERATOR_VERSION", "SOUND_CLASSES", "VISUAL_CLASSES", "EVENT_KINDS",
@@ -195,7 +195,7 @@ def _plan_split(spec: SizeSpec, seed: int, split: str) -> List[Tuple[Dict, str]]
 def _token_counter():
     """``(count_tokens, name)``: the CLIP BPE counter, or a pre-tokenizer estimate without it."""
     try:
-        from ..tokenizer import count_tokens
+        from eclipse_lite.tokenizer import count_tokens
         return count_tokens, "eclipse_lite.tokenizer.count_tokens"
     except ImportError:  # pragma: no cover - the tokenizer is part of the package
         import regex
@@ -233,7 +233,7 @@ def _meta(spec: SizeSpec, seed: int, planned, oracle: Dict) -> Dict:
     import av
 
     return {
-        "generator": "eclipse_lite.data.synth", "version": GENERATOR_VERSION,
+        "generator": "eclipse_lite.data.synth.generate", "version": GENERATOR_VERSION,
         "size": spec.name, "seed": seed, "splits": {s: spec.count(s) for s in SPLITS},
         "seconds_per_video": [spec.min_seconds, spec.max_seconds],
         "total_seconds": float(sum(p["duration"] for items in planned.values() for p, _ in items)),
@@ -316,7 +316,7 @@ def make_benchmark(out_dir: Union[str, Path], size: str = "tiny", seed: int = 0,
             _write_text(tmp / f"{s}.jsonl", "".join(_manifest_line(p, c) + "\n" for p, c in planned[s]))
         events = {p["id"]: p for s in SPLITS for p, _ in planned[s]}
         _write_text(tmp / "events.json", json.dumps(events, indent=1))
-        from .oracle import oracle_metrics
+        from eclipse_lite.data.synth.oracle import oracle_metrics
         oracle = oracle_metrics([p for p, _ in planned["test"]])
         _write_text(tmp / "meta.json", json.dumps(_meta(spec, seed, planned, oracle), indent=1))
         if out.exists():  # overwrite: swap, then delete the old one
@@ -457,8 +457,8 @@ def sample_sound_clip(rng: np.random.Generator, seconds: float,
 
 # ----------------------------------------------------------------------------- command line
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m eclipse_lite.data.synth --out DIR [--size tiny] [--seed 0] [--workers 2]``."""
-    parser = argparse.ArgumentParser(prog="python -m eclipse_lite.data.synth",
+    """``python -m eclipse_lite.data.synth.generate --out DIR [--size tiny] [--seed 0] [--workers 2]``."""
+    parser = argparse.ArgumentParser(prog="python -m eclipse_lite.data.synth.generate",
                                      description="Make the bundled long-range audiovisual benchmark.")
     parser.add_argument("--out", type=Path, default=None, help="output directory (default data/generated/SIZE)")
     parser.add_argument("--size", default="tiny", choices=list(SIZES))
@@ -476,7 +476,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f"longer than {tok['context_length']} ({tok['counter']})")
         print(f"brief events: {meta['brief_events']}, missed by 8 uniform frames: "
               f"{meta['brief_events_missed_by_8_uniform_frames']}")
-        from .oracle import format_table, run_oracle
+        from eclipse_lite.data.synth.oracle import format_table, run_oracle
         print(format_table(run_oracle(out), 8, 10.0))
     return 0
 

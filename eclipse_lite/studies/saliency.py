@@ -50,7 +50,7 @@ Scoring (the paper could not; the bundled benchmark knows each sound source's bo
     frames where a second, silent object is also on screen are scored again as a subset
     ("2+ objects on screen"): there, pointing at "the object" is not enough.
 
-Command line: ``python -m eclipse_lite.saliency --data DIR --checkpoint RUN --out OUT`` (see
+Command line: ``python -m eclipse_lite.studies.saliency --data DIR --checkpoint RUN --out OUT`` (see
 :func:`main`); writes ``saliency_scores.json``, a PNG per video (methods x frames, boxes drawn)
 and a GIF per video over its frames.
 """
@@ -70,9 +70,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .audio import audio_windows, build_audio_encoder, encode_windows
-from .config import CLIP_MEAN, CLIP_STD, ModelConfig
-from .model import ECLIPSE
+from eclipse_lite.audio import audio_windows, build_audio_encoder, encode_windows
+from eclipse_lite.config import CLIP_MEAN, CLIP_STD, ModelConfig
+from eclipse_lite.model import ECLIPSE
 
 __all__ = ["METHODS", "BASELINES", "saliency_maps", "compute_maps", "trace_layers",
            "normalise_maps", "upsample_maps", "heatmaps", "overlay", "box_masks",
@@ -305,7 +305,7 @@ def overlay(frame: np.ndarray, heat: ArrayLike, alpha: float = 0.3, cmap: str = 
 
     frame uint8 [H, W, 3]; heat [H, W] in [0, 1] (resized bicubically if its size differs).
     """
-    from .viz import heat_colours
+    from eclipse_lite.studies.viz import heat_colours
 
     frame = np.asarray(frame)
     if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
@@ -471,7 +471,7 @@ def load_plans(path: str) -> Dict[str, Dict[str, Any]]:
     """The bundled benchmark's ground truth, ``{video_id: plan}``.
 
     Accepts ``events.json`` as a list of plans (each with an ``"id"``), a mapping ``id → plan``, or
-    ``{"videos": [plan, ...]}``. A plan has ``"events"`` (see ``eclipse_lite.data.synth_plan``).
+    ``{"videos": [plan, ...]}``. A plan has ``"events"`` (see ``eclipse_lite.data.synth.plan``).
     """
     with open(path, encoding="utf-8") as f:
         obj = json.load(f)
@@ -500,7 +500,7 @@ def sounding_sources(plan: Mapping[str, Any], t: float) -> List[Tuple[int, Tuple
     ``sound_start <= t < sound_end`` with a ``sound_class``. In the bundled benchmark these are
     ``seen_heard`` events (and ``brief`` ones during their short visual).
     """
-    from .data.synth_visuals import box_at
+    from eclipse_lite.data.synth.visuals import box_at
 
     out = []
     for i, ev in enumerate(plan["events"]):
@@ -516,7 +516,7 @@ def sounding_sources(plan: Mapping[str, Any], t: float) -> List[Tuple[int, Tuple
 
 def visible_objects(plan: Mapping[str, Any], t: float) -> int:
     """How many of the plan's objects are on screen at time ``t`` (sounding or not)."""
-    from .data.synth_visuals import box_at
+    from eclipse_lite.data.synth.visuals import box_at
 
     return sum(box_at(ev, t) is not None for ev in plan["events"])
 
@@ -534,7 +534,7 @@ class _Decoded:
     """All frames of a video (uint8 [n, H, W, 3], times [n]) and its mono waveform."""
 
     def __init__(self, record: VideoRecord, sample_rate: int) -> None:
-        from .data.io import read_audio, read_video
+        from eclipse_lite.data.io import read_audio, read_video
 
         plan = record.plan
         guess = int(round(float(plan.get("duration", 0)) * float(plan.get("fps", 0)))) or 1
@@ -548,7 +548,7 @@ class _Decoded:
 
 def _resize_uint8(frames: np.ndarray, size: int) -> np.ndarray:
     """uint8 [n, H, W, 3] squashed to [n, size, size, 3] (as the data loader does)."""
-    from .data.io import resize_frames
+    from eclipse_lite.data.io import resize_frames
 
     return resize_frames(frames, size)
 
@@ -743,7 +743,7 @@ def evaluate_localisation(models: Union[ECLIPSE, Sequence[ECLIPSE]],
             "per_seed": per_seed_crowded, "summary": summarise_seeds(per_seed_crowded),
             "frames_scored": [int(sum(k["crowded"])) for k in kept]}}
     if out_dir is not None:
-        from .checkpoints import atomic_write_text
+        from eclipse_lite.checkpoints import atomic_write_text
 
         atomic_write_text(json.dumps(result, indent=2) + "\n",
                           os.path.join(out_dir, "saliency_scores.json"))
@@ -755,7 +755,7 @@ def _write_pictures(out_dir: str, rec: VideoRecord, video_index: int, dec: _Deco
                     encoder: torch.nn.Module, layers: Optional[Sequence[int]], gif_frames: int,
                     display_size: int, max_png_frames: int, kinds: Sequence[str]) -> None:
     """``{id}.png`` (rows = methods, columns = scored frames of ``seed``) and ``{id}.gif``."""
-    from .viz import draw_box, image_grid, save_gif, save_png
+    from eclipse_lite.studies.viz import draw_box, image_grid, save_gif, save_png
 
     os.makedirs(out_dir, exist_ok=True)
     cfg = model.config
@@ -795,7 +795,7 @@ def _write_pictures(out_dir: str, rec: VideoRecord, video_index: int, dec: _Deco
 # =================================================================================== loading
 def load_audio_encoder(cfg: ModelConfig, path: Optional[str]) -> torch.nn.Module:
     """``build_audio_encoder(cfg)`` with weights from ``path`` (safetensors or torch state dict)."""
-    from .checkpoints import read_state_dict
+    from eclipse_lite.checkpoints import read_state_dict
 
     encoder = build_audio_encoder(cfg)
     if path is not None:
@@ -816,7 +816,7 @@ def find_audio_encoder(checkpoint: str, cfg: ModelConfig, data_dir: Optional[str
 
     In order: ``checkpoint/audio_encoder.safetensors`` (written when the encoder was fine-tuned),
     then the frozen pretrained encoder of the benchmark, ``data_dir/pretrained/<preset>-*/
-    audio.safetensors`` (``eclipse_lite.pretrain``'s cache) when exactly one matches.
+    audio.safetensors`` (``eclipse_lite.train.pretrain``'s cache) when exactly one matches.
     Raises ``FileNotFoundError`` naming what was looked for.
     """
     for name in AUDIO_ENCODER_FILES:
@@ -843,7 +843,7 @@ def find_videos(data_dir: str, split: str = "test", events: Optional[str] = None
                 manifest: Optional[str] = None) -> List[VideoRecord]:
     """Benchmark videos of ``split`` with their plans: ``{data_dir}/{split}.jsonl`` (the generic
     manifest) joined with ``{data_dir}/events.json`` on the video id."""
-    from .data.datasets import read_jsonl_manifest
+    from eclipse_lite.data.dataset import read_jsonl_manifest
 
     manifest = manifest or os.path.join(data_dir, f"{split}.jsonl")
     events = events or os.path.join(data_dir, "events.json")
@@ -909,8 +909,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-    """``python -m eclipse_lite.saliency`` / ``eclipse-lite saliency``. Returns the scores."""
-    from .bench import _resolve_device, config_from_args
+    """``python -m eclipse_lite.studies.saliency`` / ``eclipse-lite saliency``. Returns the scores."""
+    from eclipse_lite.studies.bench import _resolve_device, config_from_args
 
     args = build_parser().parse_args(argv)
     device = _resolve_device(args.device)
@@ -947,8 +947,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     result["checkpoints"] = list(args.checkpoint)
     result["audio_encoders"] = list(paths)
     result["data"] = data
-    from .checkpoints import atomic_write_text
-    from .viz import plot_localisation_scores, save_figure
+    from eclipse_lite.checkpoints import atomic_write_text
+    from eclipse_lite.studies.viz import plot_localisation_scores, save_figure
 
     atomic_write_text(json.dumps(result, indent=2) + "\n",
                       os.path.join(args.out, "saliency_scores.json"))

@@ -43,12 +43,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .audio import build_audio_encoder
-from .checkpoints import atomic_save_safetensors, atomic_write_text, read_state_dict
-from .config import CLIP_MEAN, CLIP_STD, ModelConfig
-from .losses import symmetric_infonce
-from .model import ECLIPSE
-from .tokenizer import tokenize
+from eclipse_lite.audio import build_audio_encoder
+from eclipse_lite.checkpoints import atomic_save_safetensors, atomic_write_text, read_state_dict
+from eclipse_lite.config import CLIP_MEAN, CLIP_STD, ModelConfig
+from eclipse_lite.losses import symmetric_infonce
+from eclipse_lite.model import ECLIPSE
+from eclipse_lite.tokenizer import tokenize
 
 log = logging.getLogger(__name__)
 
@@ -157,10 +157,10 @@ def sound_text_bank(encoder: nn.Module, cfg: ModelConfig, pc: PretrainConfig,
                     caption: Optional[Callable[[str, np.random.Generator], str]] = None) -> SoundTextBank:
     """Render ``pc.sound_text_pool`` clips (a stream of their own) and embed them with ``encoder``."""
     if sound_sampler is None:
-        from .data.synth import SOUND_CLASSES, sample_sound_clip as sound_sampler
+        from eclipse_lite.data.synth.generate import SOUND_CLASSES, sample_sound_clip as sound_sampler
         class_names = list(SOUND_CLASSES)
     if caption is None:
-        from .data.synth_captions import sound_caption as caption
+        from eclipse_lite.data.synth.captions import sound_caption as caption
     if class_names is None:
         raise ValueError("class_names is required with a custom sound_sampler")
     waves, labels = _sound_pool(cfg, dataclasses.replace(pc, sound_pool=pc.sound_text_pool), sound_sampler,
@@ -188,7 +188,7 @@ def pretrain_clip(cfg: ModelConfig, pc: PretrainConfig, frame_sampler: Optional[
     Returns (state dict of the towers and logit scale, loss per step: the frame-caption loss).
     """
     if frame_sampler is None:
-        from .data.synth import sample_frame_caption as frame_sampler
+        from eclipse_lite.data.synth.generate import sample_frame_caption as frame_sampler
     torch.manual_seed(pc.seed)
     rng = np.random.default_rng(pc.seed)
     model = ECLIPSE(cfg.replace(fusion="none", gradient_checkpointing=False))
@@ -305,7 +305,7 @@ def pretrain_audio(cfg: ModelConfig, pc: PretrainConfig, sound_sampler: Optional
     is measured on clips rendered from a different random stream.
     """
     if sound_sampler is None:
-        from .data.synth import SOUND_CLASSES, sample_sound_clip as sound_sampler
+        from eclipse_lite.data.synth.generate import SOUND_CLASSES, sample_sound_clip as sound_sampler
         num_classes = len(SOUND_CLASSES)
     if num_classes is None:
         raise ValueError("num_classes is required with a custom sound_sampler")
@@ -351,7 +351,7 @@ def pretrain_audio(cfg: ModelConfig, pc: PretrainConfig, sound_sampler: Optional
 # ------------------------------------------------------------------ cache
 def _cache_folder(cfg: ModelConfig, cache_dir, pc: PretrainConfig) -> Path:
     """``cache_dir/<preset>-<key>``: the one folder that holds both towers of these settings."""
-    from .data import synth
+    from eclipse_lite.data.synth import generate as synth
     return Path(cache_dir) / f"{cfg.name}-{pc.key(cfg, extra=synth.PRETRAIN_DATA_VERSION)}"
 
 

@@ -32,7 +32,7 @@ How things are counted
   * Ratios are always taken between measurements made in one call, one after the other, on the
     same machine (``compare``).
 
-Command line: ``python -m eclipse_lite.bench --preset tiny --out runs/bench`` (see ``main``).
+Command line: ``python -m eclipse_lite.studies.bench --preset tiny --out runs/bench`` (see ``main``).
 """
 from __future__ import annotations
 
@@ -49,10 +49,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import torch
 
-from .audio import build_audio_encoder
-from .checkpoints import atomic_write_text
-from .config import ModelConfig
-from .model import ECLIPSE
+from eclipse_lite.audio import build_audio_encoder
+from eclipse_lite.checkpoints import atomic_write_text
+from eclipse_lite.config import ModelConfig
+from eclipse_lite.model import ECLIPSE
 
 __all__ = ["PAPER_TABLE2", "count_flops", "measure", "compare", "frame_sweep", "machine_info",
            "parse_overrides", "config_from_args", "format_table", "main"]
@@ -76,7 +76,7 @@ def parse_overrides(pairs: Optional[Sequence[str]]) -> Dict[str, Any]:
     Typed by the :class:`ModelConfig` field (``eclipse_lite.overrides``, shared with the other
     commands); an unknown key raises ``ValueError`` listing the known ones.
     """
-    from .overrides import parse_sets
+    from eclipse_lite.overrides import parse_sets
 
     return parse_sets(pairs, ModelConfig)[0]
 
@@ -399,7 +399,7 @@ def measure(cfg: ModelConfig, mode: str = "infer", batch: int = 1, steps: int = 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    proc = subprocess.run([sys.executable, "-m", "eclipse_lite.bench", "--worker", json.dumps(spec)],
+    proc = subprocess.run([sys.executable, "-m", "eclipse_lite.studies.bench", "--worker", json.dumps(spec)],
                           capture_output=True, text=True, env=env, timeout=timeout_s)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH_RESULT ")]
     if proc.returncode != 0 or not lines:
@@ -602,7 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-    """``python -m eclipse_lite.bench`` / ``eclipse-lite bench``. Returns what it wrote."""
+    """``python -m eclipse_lite.studies.bench`` / ``eclipse-lite bench``. Returns what it wrote."""
     args = build_parser().parse_args(argv)
     if args.worker:
         _worker(args.worker)
@@ -617,20 +617,20 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                          device=args.device, amp=args.amp, audio_encoder=args.audio_encoder,
                          isolate=args.isolate, measure_speed="memory" in args.what,
                          audio_frontend=frontend, repeats=args.repeats, threads=args.threads)
-        result["command"] = "python -m eclipse_lite.bench " + " ".join(
+        result["command"] = "python -m eclipse_lite.studies.bench " + " ".join(
             sys.argv[1:] if argv is None else list(argv))
         path = os.path.join(args.out, "bench.json")
         atomic_write_text(json.dumps(result, indent=2) + "\n", path)
         table = format_table(result) if "memory" in args.what else _flops_table(result)
         atomic_write_text(table + "\n", os.path.join(args.out, "bench.md"))
         if "memory" in args.what:
-            from .viz import plot_bench, save_figure
+            from eclipse_lite.studies.viz import plot_bench, save_figure
 
             save_figure(plot_bench(result), os.path.join(args.out, "bench.png"))
         print(table)
         written["bench"] = result
     if "sweep" in args.what:
-        from .viz import plot_frame_sweep, save_figure
+        from eclipse_lite.studies.viz import plot_frame_sweep, save_figure
 
         sweep = frame_sweep(cfg, args.sweep, audio_frontend=frontend)
         atomic_write_text(json.dumps(sweep, indent=2) + "\n", os.path.join(args.out, "frame_sweep.json"))

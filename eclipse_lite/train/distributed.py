@@ -42,7 +42,7 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data import Sampler
 
-from .losses import symmetric_infonce
+from eclipse_lite.losses import symmetric_infonce
 
 log = logging.getLogger(__name__)
 

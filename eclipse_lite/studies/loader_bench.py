@@ -1,12 +1,12 @@
 """Data-loading throughput: clips per second for decode + T frames + per-frame audio windows.
 
-    python -m eclipse_lite.data.bench --videos DIR --frames 32 --workers 2
-    python -m eclipse_lite.data.bench --manifest data/generated/tiny/test.jsonl --frames 32
-    python -m eclipse_lite.data.bench --make 20 --duration 90 --frames 32 --workers 2
+    python -m eclipse_lite.studies.loader_bench --videos DIR --frames 32 --workers 2
+    python -m eclipse_lite.studies.loader_bench --manifest data/generated/tiny/test.jsonl --frames 32
+    python -m eclipse_lite.studies.loader_bench --make 20 --duration 90 --frames 32 --workers 2
 
 ``--make N`` first writes N test videos (``--duration`` s, ``--size`` px, ``--fps``, H.264 +
 AAC, moving shapes and tones; seeded, written once into ``--out``) and measures on them. The
-measurement runs :class:`~eclipse_lite.data.datasets.RetrievalDataset` (uniform frames squashed
+measurement runs :class:`~eclipse_lite.data.dataset.RetrievalDataset` (uniform frames squashed
 to ``--image-size``, CLIP normalisation, audio decoded, resampled and cut into ``--window`` s
 windows) through a ``DataLoader`` with ``--workers`` processes, for ``--epochs`` passes, and
 prints clips/s overall and steady (once every worker has delivered its first batch), and
@@ -26,9 +26,9 @@ from typing import List, Optional
 
 import numpy as np
 
-from .datasets import Item, RetrievalDataset, collate, expand_compact, read_jsonl_manifest
-from .datasets import VIDEO_EXTENSIONS
-from .heap import keep_freed_memory
+from eclipse_lite.data.dataset import Item, RetrievalDataset, collate, expand_compact, read_jsonl_manifest
+from eclipse_lite.data.dataset import VIDEO_EXTENSIONS
+from eclipse_lite.data.heap import keep_freed_memory
 
 
 def write_bench_video(path: str, duration_s: float = 90.0, fps: int = 4, size: int = 128,
@@ -130,7 +130,7 @@ def run(items: List[Item], frames: int = 32, workers: int = 2, batch_size: int =
     """Load ``items`` through a DataLoader and time it. Returns the measured figures.
 
     ``compact``: workers send uint8 frames and the waveform, and the main process normalises
-    the frames and cuts the audio windows (:func:`~eclipse_lite.data.datasets.expand_compact`,
+    the frames and cuts the audio windows (:func:`~eclipse_lite.data.dataset.expand_compact`,
     inside the timed loop, on the CPU), as training does; False: workers send it all finished.
     ``keep_memory``: :func:`~eclipse_lite.data.heap.keep_freed_memory` first (this process and the
     workers it forks reuse freed batch buffers instead of page-faulting fresh ones)."""
@@ -178,7 +178,7 @@ def run(items: List[Item], frames: int = 32, workers: int = 2, batch_size: int =
 
 
 def main(argv: Optional[List[str]] = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m eclipse_lite.data.bench",
+    p = argparse.ArgumentParser(prog="python -m eclipse_lite.studies.loader_bench",
                                 description=__doc__.split("\n\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--videos", help="folder of video files")

@@ -51,13 +51,13 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 from torch.utils.data.dataloader import default_collate
 
-from .checkpoints import atomic_save_safetensors, atomic_write_text, read_state_dict
-from .config import ModelConfig
-from .distributed import (ShardedBatchSampler, ShardedEvalSampler, all_gather_variable,
+from eclipse_lite.checkpoints import atomic_save_safetensors, atomic_write_text, read_state_dict
+from eclipse_lite.config import ModelConfig
+from eclipse_lite.train.distributed import (ShardedBatchSampler, ShardedEvalSampler, all_gather_variable,
                           any_across_ranks, barrier, get_world_size, global_infonce,
                           init_distributed, is_main_process, resolve_device)
-from .metrics import retrieval_metrics
-from .tokenizer import tokenize
+from eclipse_lite.metrics import retrieval_metrics
+from eclipse_lite.tokenizer import tokenize
 
 log = logging.getLogger(__name__)
 
@@ -373,7 +373,7 @@ def prepare_audio(cfg: ModelConfig, audio: Optional[Tensor], audio_mask: Optiona
                              f"takes audio_dim={cfg.audio_dim} embeddings: pass audio_encoder= to "
                              f"turn waveform windows [B, T, W] into embeddings")
         return audio
-    from .audio import encode_windows
+    from eclipse_lite.audio import encode_windows
     if audio.dim() != 3:
         raise ValueError(f"batch['audio'] must be windows [B, T, W], got {tuple(audio.shape)}")
     mask = torch.ones(audio.shape[:2], device=audio.device) if audio_mask is None else audio_mask
@@ -427,7 +427,7 @@ def batch_inputs(batch: Dict[str, Any], cfg: ModelConfig, device: torch.device) 
         raise TypeError(f"a batch must be a dict (frames, audio, caption, ...), got "
                         f"{type(batch).__name__}")
     if "waveform" in batch:
-        from .data.datasets import expand_compact
+        from eclipse_lite.data.dataset import expand_compact
 
         batch = expand_compact(batch, device)
     if "input_ids" in batch:
@@ -486,7 +486,7 @@ def train_step(module: nn.Module, inputs: Dict[str, Optional[Tensor]], accum_ste
     """Forward + backward of one optimizer batch; gradients are left in ``.grad``. Returns the loss.
 
     ``module`` is a :class:`TrainingModule` (or its ``DistributedDataParallel`` wrapper). The loss
-    is :func:`~eclipse_lite.distributed.global_infonce` — the symmetric InfoNCE (Sec. 3.3) of the
+    is :func:`~eclipse_lite.train.distributed.global_infonce` — the symmetric InfoNCE (Sec. 3.3) of the
     global batch, gathered over processes — computed in float32 outside autocast.
 
     ``accum_steps = k > 1`` splits this process's batch into ``k`` micro-batches with the exact
@@ -924,7 +924,7 @@ def fit(model: nn.Module, train_loader: Union[Dataset, DataLoader],
         :class:`FitResult`.
 
     Under ``torchrun`` the process group is joined here (:func:`init_distributed`) and left
-    open; call ``eclipse_lite.distributed.cleanup_distributed()`` when the program is done.
+    open; call ``eclipse_lite.train.distributed.cleanup_distributed()`` when the program is done.
     """
     tc = TrainConfig() if tc is None else tc
     tc.validate()
@@ -1430,7 +1430,7 @@ def estimate_peak_memory(cfg: Optional[ModelConfig] = None, batch_size: int = 64
     Not included: the CUDA context (~0.5 GB), allocator fragmentation (typically 5-15 %), cuDNN /
     cuBLAS workspaces. Returns a dict of byte counts per term, ``peak_bytes`` and ``peak_gib``.
     """
-    from .model import ECLIPSE
+    from eclipse_lite.model import ECLIPSE
     cfg = ModelConfig.preset("base") if cfg is None else cfg
     cfg = cfg.replace(gradient_checkpointing=False)
     frames_per_video = int(num_frames or cfg.num_frames)

@@ -19,7 +19,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .synth_sounds import SOUND_PHRASES
+from eclipse_lite.data.synth.sounds import SOUND_PHRASES
 
 __all__ = ["PLACE_WORDS", "MOTION_WORDS", "BACKGROUND_PHRASES", "paragraph_caption",
            "frame_caption", "object_phrase", "sound_caption"]

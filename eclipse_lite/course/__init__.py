@@ -1,0 +1,1 @@
+"""What the notebooks use beyond the library: student assignments generated from the notebooks."""

@@ -1,0 +1,1 @@
+"""Training: the recipe (TrainConfig), the loop (fit), evaluation, pretraining, several processes."""
