@@ -31,7 +31,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 from eclipse_lite.config import PRESETS, ModelConfig
 
@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
 # ------------------------------------------------------------------ helpers
 def _configs(args):
     from eclipse_lite.overrides import parse_sets
-    from eclipse_lite.train.core import TrainConfig
+    from eclipse_lite.train.config import TrainConfig
     if args.preset not in PRESETS:
         raise CommandError(f"unknown preset {args.preset!r}; known presets: {', '.join(PRESETS)}")
     try:
@@ -219,7 +219,8 @@ def _train_real(args) -> None:
     from eclipse_lite.overrides import parse_sets
     from eclipse_lite.studies.demo import demo_train_config
     from eclipse_lite.train.realdata import SPLITS, make_datasets, train_and_test
-    from eclipse_lite.train.core import TrainConfig, seed_everything, write_results
+    from eclipse_lite.train.config import TrainConfig, seed_everything
+    from eclipse_lite.train.results import write_results
     cfg, train_over = _configs(args)                  # validates the preset and every --set
     model_over, _ = parse_sets(args.sets, ModelConfig, TrainConfig)
     if not args.clip:
@@ -260,7 +261,7 @@ def _eval_real(args, model, num_workers: int) -> None:
     """``eval --checkpoint ... --data ... (--audio-features DIR | --vggsound PATH)``."""
     from eclipse_lite.train.distributed import resolve_device
     from eclipse_lite.train.realdata import make_datasets, score_split
-    from eclipse_lite.train.core import write_results
+    from eclipse_lite.train.results import write_results
     cfg = model.config
     items = _real_items(args, (args.split,))
     cache, encoder = _audio_source(args, cfg, items)
@@ -297,7 +298,7 @@ def cmd_pretrain(args) -> None:
 def cmd_train(args) -> None:
     from eclipse_lite.train.distributed import main_process_first
     from eclipse_lite.studies.demo import check_data_dir, demo_train_config, finetune_and_test, load_clips
-    from eclipse_lite.train.core import write_results
+    from eclipse_lite.train.results import write_results
     if args.preset == "base" or args.clip:
         return _train_real(args)
     if args.audio_features or args.vggsound:
@@ -322,7 +323,9 @@ def cmd_eval(args) -> None:
     from eclipse_lite.model import ECLIPSE
     from eclipse_lite.overrides import parse_sets
     from eclipse_lite.studies.demo import check_data_dir, load_clips
-    from eclipse_lite.train.core import TrainConfig, evaluate, write_results
+    from eclipse_lite.train.config import TrainConfig
+    from eclipse_lite.train.evaluate import evaluate
+    from eclipse_lite.train.results import write_results
     ckpt = Path(args.checkpoint)
     if not (ckpt / "model.safetensors").exists():
         raise CommandError(f"{ckpt} has no model.safetensors: pass a folder written by training "
@@ -374,7 +377,7 @@ def cmd_report(args) -> None:
 def cmd_demo(args) -> None:
     from eclipse_lite.overrides import parse_sets
     from eclipse_lite.studies.demo import run_demo
-    from eclipse_lite.train.core import TrainConfig
+    from eclipse_lite.train.config import TrainConfig
     _, train_over = _configs(args)                   # validates the preset and every --set
     model_over, _ = parse_sets(args.sets, ModelConfig, TrainConfig)
     if "fusion" in model_over:
@@ -389,7 +392,7 @@ def cmd_demo(args) -> None:
 def cmd_cache_audio(args) -> None:
     from eclipse_lite.train.distributed import main_process_first
     from eclipse_lite.train.realdata import SPLITS, build_audio_cache, vggsound_encoder
-    from eclipse_lite.train.core import _progress_enabled
+    from eclipse_lite.train.loop import _progress_enabled
     cfg, train_over = _configs(args)
     splits = [s for s in SPLITS if (Path(args.data) / f"{s}.jsonl").is_file()] or list(SPLITS)
     items = _real_items(args, splits)

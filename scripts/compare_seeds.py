@@ -20,7 +20,8 @@ from eclipse_lite.config import ModelConfig
 from eclipse_lite.model import ECLIPSE
 from eclipse_lite.studies.demo import demo_train_config, ensure_benchmark, load_clips, pretrain_config_for
 from eclipse_lite.train.pretrain import init_from_pretrained, pretrained_towers
-from eclipse_lite.train.core import evaluate, fit
+from eclipse_lite.train.evaluate import evaluate
+from eclipse_lite.train.loop import fit
 
 
 def main() -> None:
@@ -79,7 +80,7 @@ def main() -> None:
         print(line)
     if args.out is not None:
         from eclipse_lite.checkpoints import atomic_write_text
-        from eclipse_lite.train.core import git_commit
+        from eclipse_lite.train.results import git_commit
         commit, dirty = git_commit()
         record = {"preset": args.preset, "seeds": args.seeds, "commit": commit + ("+dirty" if dirty else ""),
                   "zero_shot": zero_shot["t2v"], "runs": runs, "summary": summary}

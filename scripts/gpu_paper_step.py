@@ -23,8 +23,9 @@ import torch
 
 from eclipse_lite.config import ModelConfig
 from eclipse_lite.model import ECLIPSE
-from eclipse_lite.train.core import (TrainConfig, TrainingModule, build_optimizer, build_scheduler,
-                                optimizer_step, resolve_precision, train_step)
+from eclipse_lite.train.config import TrainConfig, resolve_precision
+from eclipse_lite.train.optim import build_optimizer, build_scheduler
+from eclipse_lite.train.step import TrainingModule, optimizer_step, train_step
 
 
 def random_inputs(cfg: ModelConfig, batch: int, device: torch.device) -> dict:
@@ -136,7 +137,7 @@ def main() -> None:
     args = p.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("gpu_paper_step.py needs a CUDA GPU (or --device cpu --preset ci)")
-    from eclipse_lite.train.core import estimate_base_memory
+    from eclipse_lite.studies.memory import estimate_base_memory
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
 

@@ -50,14 +50,14 @@ def make_model():
 
 
 def fit_config():
-    from eclipse_lite.train.core import TrainConfig
+    from eclipse_lite.train.config import TrainConfig
     return TrainConfig(epochs=2, batch_size=8, lr_clip=1e-3, lr_new=1e-3, log_every=1,
                        progress=False, device="cpu", warmup_fraction=0.25)
 
 
 def one_step(module_fn, items, accum):
     """Loss and selected gradients of one train_step on ``items`` of Pairs(16)."""
-    from eclipse_lite.train.core import TrainingModule, batch_inputs, train_step
+    from eclipse_lite.train.step import TrainingModule, batch_inputs, train_step
     ds = Pairs(16)
     model = make_model()
     module = module_fn(TrainingModule(model))
@@ -69,7 +69,8 @@ def one_step(module_fn, items, accum):
 
 def everything(module_fn, items, out_dir):
     """What the worker computes and the test recomputes in one process."""
-    from eclipse_lite.train.core import evaluate, fit
+    from eclipse_lite.train.evaluate import evaluate
+    from eclipse_lite.train.loop import fit
     result = {f"step{k}": one_step(module_fn, items, k) for k in (1, 2)}
     model = make_model()
     res = fit(model, Pairs(16), Pairs(7, seed=1), fit_config(), out_dir=out_dir)

@@ -12,12 +12,24 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 import eclipse_lite as el
-import eclipse_lite.train.core as train_mod
+import eclipse_lite.train.loop as loop_mod
+import eclipse_lite.train.results as results_mod
+import eclipse_lite.train.state as state_mod
 from eclipse_lite.config import ModelConfig
-from eclipse_lite.train.core import (FitResult, TrainConfig, TrainingModule, batch_inputs, build_optimizer,
-                                build_scheduler, estimate_peak_memory, evaluate, find_checkpoint,
-                                fit, load_checkpoint, lr_factor, param_groups, resolve_precision,
-                                save_checkpoint, train_step, warmup_steps_for, write_results)
+from eclipse_lite.studies.memory import estimate_peak_memory
+from eclipse_lite.train.config import TrainConfig, resolve_precision
+from eclipse_lite.train.evaluate import evaluate
+from eclipse_lite.train.loop import FitResult, fit
+from eclipse_lite.train.optim import (
+    build_optimizer,
+    build_scheduler,
+    lr_factor,
+    param_groups,
+    warmup_steps_for,
+)
+from eclipse_lite.train.results import write_results
+from eclipse_lite.train.state import find_checkpoint, load_checkpoint, save_checkpoint
+from eclipse_lite.train.step import TrainingModule, batch_inputs, train_step
 
 WORDS = ["red", "blue", "green", "cat", "dog", "bird", "car", "tree", "boat", "drum", "rain", "bell"]
 
@@ -355,14 +367,14 @@ def test_a_crash_while_saving_leaves_the_previous_last_loadable(tmp_path, monkey
         for p in model.parameters():
             p.add_(1.0)
 
-    real_write = train_mod.atomic_write_text
+    real_write = state_mod.atomic_write_text
 
     def dying_write(text, path):          # the process "dies" while writing the state file
         if Path(path).name == "trainer_state.json":
             raise KeyboardInterrupt("killed")
         return real_write(text, path)
 
-    monkeypatch.setattr(train_mod, "atomic_write_text", dying_write)
+    monkeypatch.setattr(state_mod, "atomic_write_text", dying_write)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(tmp_path / "last", model, {"global_step": 2}, opt)
     monkeypatch.undo()
@@ -379,7 +391,7 @@ def test_a_crash_while_saving_leaves_the_previous_last_loadable(tmp_path, monkey
             raise KeyboardInterrupt("killed between renames")
         return real_replace(src, dst)
 
-    monkeypatch.setattr(train_mod.os, "replace", dying_replace)
+    monkeypatch.setattr(state_mod.os, "replace", dying_replace)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(tmp_path / "last", model, {"global_step": 3}, opt)
     monkeypatch.undo()
@@ -412,7 +424,7 @@ def test_best_epoch_is_chosen_on_validation_r1_then_r5(tmp_path, monkeypatch):
         if event == "epoch":
             snapshots[record["epoch"]] = params_of(model)
 
-    monkeypatch.setattr(train_mod, "evaluate", fake_evaluate)
+    monkeypatch.setattr(loop_mod, "evaluate", fake_evaluate)
     res = fit(make_model(), train, val, tc_(epochs=4), out_dir=tmp_path, callbacks=[remember])
     assert all(d is val for d in seen_data) and len(seen_data) == 4
     assert res.best_epoch == 2 and res.best_metrics["t2v"]["R@5"] == 50.0
@@ -519,7 +531,7 @@ def test_write_results_records_config_seed_and_commit(tmp_path):
     assert on_disk["seed"] == 7 and on_disk["model_config"] == cfg.to_dict()
     assert on_disk["train_config"] == tc.to_dict()
     assert on_disk["metrics"]["t2v"]["R@1"] == 100.0 and "sim" not in on_disk["metrics"]
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(train_mod.__file__).parent,
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(results_mod.__file__).parent,
                           capture_output=True, text=True)
     expected = head.stdout.strip() if head.returncode == 0 else "unknown"
     assert on_disk["git_commit"] == expected
@@ -530,7 +542,7 @@ def test_write_results_records_config_seed_and_commit(tmp_path):
 
 
 def test_git_commit_outside_a_repository(tmp_path):
-    assert train_mod.git_commit(tmp_path) == ("unknown", None)
+    assert results_mod.git_commit(tmp_path) == ("unknown", None)
 
 
 # ------------------------------------------------------------------ memory

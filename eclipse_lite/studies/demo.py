@@ -25,7 +25,7 @@ from eclipse_lite.train.pretrain import PretrainConfig, init_from_pretrained, pr
 
 if TYPE_CHECKING:
     from eclipse_lite.data.memory import ClipTensors
-    from eclipse_lite.train.core import FitResult
+    from eclipse_lite.train.loop import FitResult
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def load_clips(data_dir: Path, cfg: ModelConfig, audio_encoder, sampling: str = 
 
 def demo_train_config(preset: str, **overrides):
     """The fine-tuning recipe of the demo for a preset (equal steps for every model)."""
-    from eclipse_lite.train.core import TrainConfig
+    from eclipse_lite.train.config import TrainConfig
     recipe = {
         "ci": dict(epochs=2, batch_size=4, lr_clip=1e-4, lr_new=1e-3, weight_decay=0.2),
         "tiny": dict(epochs=8, batch_size=32, lr_clip=3e-4, lr_new=3e-3, weight_decay=0.2),
@@ -101,7 +101,7 @@ def fine_tune(fusion: str, cfg: ModelConfig, clips, clip_state, tc, out_dir: Opt
     ``clips["train"]``, choosing the epoch on ``clips["val"]``; the model comes back holding its
     best epoch's weights when ``out_dir`` kept them."""
     from eclipse_lite.checkpoints import read_state_dict
-    from eclipse_lite.train.core import fit
+    from eclipse_lite.train.loop import fit
     torch.manual_seed(tc.seed)
     model = init_from_pretrained(ECLIPSE(cfg.replace(fusion=fusion)), clip_state)
     result = fit(model, clips["train"], clips["val"], tc, out_dir=out_dir, resume=resume)
@@ -114,7 +114,7 @@ def finetune_and_test(fusion: str, cfg: ModelConfig, clips, clip_state, tc, out_
                       seed: int, progress: bool = True, resume: bool = False) -> dict:
     """Fine-tune one model from the pretrained towers; return its test metrics and costs."""
     from eclipse_lite.studies.bench import count_flops
-    from eclipse_lite.train.core import evaluate
+    from eclipse_lite.train.evaluate import evaluate
     tc = dataclasses.replace(tc, seed=seed, progress=progress)
     t0 = time.time()
     model, result = fine_tune(fusion, cfg, clips, clip_state, tc, out_dir, resume=resume)
@@ -130,7 +130,7 @@ def finetune_and_test(fusion: str, cfg: ModelConfig, clips, clip_state, tc, out_
 def finished_run(run_dir: Path, cfg: ModelConfig, recipe=None,
                  data_dir: Optional[Path] = None) -> Optional[Tuple[Path, dict]]:
     """``(checkpoint dir, trainer state)`` of a finished fine-tuning run in ``run_dir`` (as
-    :func:`eclipse_lite.train.core.fit` writes it: ``best/`` when kept, else ``last/``), or None when
+    :func:`eclipse_lite.train.loop.fit` writes it: ``best/`` when kept, else ``last/``), or None when
     there is none, it is unfinished, it trained another model than ``cfg``, another recipe than
     ``recipe`` (a TrainConfig; None accepts any), or it is older than the benchmark in
     ``data_dir`` (its ``meta.json`` is written when the benchmark is made)."""
@@ -229,7 +229,7 @@ def _mean_std(values: List[float]) -> Dict[str, float]:
 def summarise(runs: Dict[str, List[dict]], cfg: ModelConfig, tc, seeds: Sequence[int]) -> dict:
     """results.json: per model the metric dicts (first seed; exactly retrieval_metrics' keys),
     plus mean/std over seeds when there are several."""
-    from eclipse_lite.train.core import git_commit
+    from eclipse_lite.train.results import git_commit
     models = {}
     for fusion, res in runs.items():
         first = res[0]

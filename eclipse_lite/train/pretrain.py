@@ -44,7 +44,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from eclipse_lite.audio import build_audio_encoder
-from eclipse_lite.checkpoints import atomic_save_safetensors, atomic_write_text, read_state_dict
+from eclipse_lite.checkpoints import (
+    atomic_save_safetensors,
+    atomic_write_text,
+    read_state_dict,
+)
 from eclipse_lite.config import CLIP_MEAN, CLIP_STD, ModelConfig
 from eclipse_lite.losses import symmetric_infonce
 from eclipse_lite.model import ECLIPSE
@@ -157,7 +161,8 @@ def sound_text_bank(encoder: nn.Module, cfg: ModelConfig, pc: PretrainConfig,
                     caption: Optional[Callable[[str, np.random.Generator], str]] = None) -> SoundTextBank:
     """Render ``pc.sound_text_pool`` clips (a stream of their own) and embed them with ``encoder``."""
     if sound_sampler is None:
-        from eclipse_lite.data.synth.generate import SOUND_CLASSES, sample_sound_clip as sound_sampler
+        from eclipse_lite.data.synth.generate import SOUND_CLASSES
+        from eclipse_lite.data.synth.generate import sample_sound_clip as sound_sampler
         class_names = list(SOUND_CLASSES)
     if caption is None:
         from eclipse_lite.data.synth.captions import sound_caption as caption
@@ -188,7 +193,9 @@ def pretrain_clip(cfg: ModelConfig, pc: PretrainConfig, frame_sampler: Optional[
     Returns (state dict of the towers and logit scale, loss per step: the frame-caption loss).
     """
     if frame_sampler is None:
-        from eclipse_lite.data.synth.generate import sample_frame_caption as frame_sampler
+        from eclipse_lite.data.synth.generate import (
+            sample_frame_caption as frame_sampler,
+        )
     torch.manual_seed(pc.seed)
     rng = np.random.default_rng(pc.seed)
     model = ECLIPSE(cfg.replace(fusion="none", gradient_checkpointing=False))
@@ -305,7 +312,8 @@ def pretrain_audio(cfg: ModelConfig, pc: PretrainConfig, sound_sampler: Optional
     is measured on clips rendered from a different random stream.
     """
     if sound_sampler is None:
-        from eclipse_lite.data.synth.generate import SOUND_CLASSES, sample_sound_clip as sound_sampler
+        from eclipse_lite.data.synth.generate import SOUND_CLASSES
+        from eclipse_lite.data.synth.generate import sample_sound_clip as sound_sampler
         num_classes = len(SOUND_CLASSES)
     if num_classes is None:
         raise ValueError("num_classes is required with a custom sound_sampler")

@@ -24,8 +24,18 @@ from typing import Any, Dict, Optional, Sequence
 from torch import nn
 
 from eclipse_lite.config import ModelConfig
-from eclipse_lite.data.cache import CacheSettings, FeatureCache, MissingFeaturesError, StaleCacheError
-from eclipse_lite.data.dataset import Item, ItemList, RetrievalDataset, read_jsonl_manifest
+from eclipse_lite.data.cache import (
+    CacheSettings,
+    FeatureCache,
+    MissingFeaturesError,
+    StaleCacheError,
+)
+from eclipse_lite.data.dataset import (
+    Item,
+    ItemList,
+    RetrievalDataset,
+    read_jsonl_manifest,
+)
 
 SPLITS = ("train", "val", "test")
 VGGSOUND_ENCODER = "resnet18-vggsound"   # the encoder's name in CacheSettings
@@ -152,7 +162,7 @@ def make_datasets(items: Dict[str, Sequence[Item]], cfg: ModelConfig,
 def score_split(model: nn.Module, dataset: RetrievalDataset, audio_encoder: Optional[nn.Module] = None,
                 device: Any = None, precision: str = "auto", num_workers: int = 0) -> dict:
     """``evaluate`` with the batch size both ``train`` and ``eval`` use (same numbers)."""
-    from eclipse_lite.train.core import evaluate
+    from eclipse_lite.train.evaluate import evaluate
     return evaluate(model, dataset, audio_encoder=audio_encoder, device=device,
                     batch_size=EVAL_BATCH, precision=precision, num_workers=num_workers)
 
@@ -166,7 +176,7 @@ def train_and_test(model: nn.Module, data: Dict[str, RetrievalDataset], tc, out_
     metrics), ``"steps"`` and ``"train_seconds"``.
     """
     from eclipse_lite.checkpoints import read_state_dict
-    from eclipse_lite.train.core import fit
+    from eclipse_lite.train.loop import fit
     result = fit(model, data["train"], data["val"], tc, out_dir=out_dir,
                  audio_encoder=audio_encoder, resume=resume)
     best = Path(out_dir) / "best" / "model.safetensors"
