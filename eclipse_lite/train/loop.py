@@ -22,6 +22,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from eclipse_lite.checkpoints import atomic_write_text
@@ -152,6 +153,65 @@ def _run_callbacks(callbacks, event: str, record: dict, model: nn.Module) -> boo
     return stop
 
 
+@dataclass
+class RunState:
+    """A run's progress: what ``trainer_state.json`` records besides the configs.
+
+    epoch        epochs completed             batch   batches of the current epoch consumed
+    global_step  optimizer steps taken        total_steps  steps the run will take
+    history      one record per step          val     one record per validation
+    best         the best validation record   items_skipped  training items that failed to load
+    """
+
+    epoch: int = 0
+    batch: int = 0
+    global_step: int = 0
+    total_steps: int = 0
+    history: List[dict] = field(default_factory=list)
+    val: List[dict] = field(default_factory=list)
+    best: Optional[dict] = None
+    train_seconds: float = 0.0
+    log_lines: int = 0
+    finished: bool = False
+    items_skipped: int = 0
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+@dataclass
+class _Run:
+    """The fixed parts of one ``fit`` call: model, optimiser, data, where things go."""
+
+    tc: TrainConfig
+    model: nn.Module
+    module: nn.Module                 # the TrainingModule, or its DistributedDataParallel
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: Optional[torch.amp.GradScaler]
+    autocast_dtype: Optional[torch.dtype]
+    audio_encoder: Optional[nn.Module]
+    trained_encoder: Optional[nn.Module]
+    device: torch.device
+    world: int
+    local_batch: int
+    dataset: Dataset
+    collate: Callable
+    sampler: ShardedBatchSampler
+    val_loader: Any
+    out: Optional[Path]
+    logger: "_JsonlLog"
+    callbacks: Sequence[Callable]
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.sampler.batches_per_epoch
+
+    @property
+    def writes(self) -> bool:
+        return self.out is not None and is_main_process()
+
+
 def fit(model: nn.Module, train_loader: Union[Dataset, DataLoader],
         val_loader: Union[Dataset, DataLoader, None] = None, tc: Optional[TrainConfig] = None,
         out_dir: Union[str, Path, None] = None, audio_encoder: Optional[nn.Module] = None,
@@ -191,8 +251,34 @@ def fit(model: nn.Module, train_loader: Union[Dataset, DataLoader],
     """
     tc = TrainConfig() if tc is None else tc
     tc.validate()
-    info = init_distributed(tc.device)
-    device, world = info.device, info.world_size
+    run, state = _start(model, train_loader, val_loader, tc, out_dir, audio_encoder, resume,
+                        callbacks or ())
+    stop = False
+    model.train()
+    wall0 = time.time()
+    while not state.finished and not stop:
+        if state.epoch >= tc.epochs or state.global_step >= state.total_steps:
+            state.finished = True
+            break
+        stop = _train_epoch(run, state)
+        if state.batch >= run.steps_per_epoch:                       # a complete epoch
+            stop = _end_epoch(run, state) or stop
+        elif state.global_step >= state.total_steps:                 # max_steps ended mid-epoch
+            state.finished = True
+            if val_loader is not None and _validate(run, state, partial=True):
+                _save(run, state, "best")
+            _save(run, state, "last")
+        else:                                                        # stop requested
+            _save(run, state, "last")
+    barrier()
+    log.info("fit: %d steps in %.1f s (wall %.1f s)", state.global_step, state.train_seconds,
+             time.time() - wall0)
+    return _result(run, state, stop)
+
+
+def _check_arguments(tc: TrainConfig, world: int, out: Optional[Path], resume: bool,
+                     audio_encoder: Optional[nn.Module], train_loader: Any) -> int:
+    """The per-process batch; errors for arguments that cannot work together."""
     if tc.batch_size % world:
         raise ValueError(f"TrainConfig.batch_size={tc.batch_size} is not divisible by the "
                          f"{world} processes")
@@ -200,24 +286,31 @@ def fit(model: nn.Module, train_loader: Union[Dataset, DataLoader],
     if local_batch < tc.grad_accum_steps:
         raise ValueError(f"each of the {world} processes gets {local_batch} samples per step, "
                          f"fewer than grad_accum_steps={tc.grad_accum_steps}")
-    out = Path(out_dir) if out_dir is not None else None
     if resume and out is None:
         raise ValueError("resume=True needs out_dir (the run directory holding last/)")
     if tc.train_audio_encoder and audio_encoder is None:
         raise ValueError("TrainConfig.train_audio_encoder=True but no audio_encoder was passed")
-    dataset, collate = as_dataset(train_loader, "train_loader")
     if isinstance(train_loader, DataLoader) and train_loader.batch_size not in (None, local_batch):
         raise ValueError(f"train_loader is a DataLoader with batch_size={train_loader.batch_size}, "
                          f"but fit draws {local_batch} samples per process per step "
                          f"(TrainConfig.batch_size={tc.batch_size} over {world} processes); "
                          "set TrainConfig.batch_size instead")
+    return local_batch
+
+
+def _start(model, train_loader, val_loader, tc: TrainConfig, out_dir, audio_encoder, resume: bool,
+           callbacks) -> Tuple[_Run, RunState]:
+    """Join the process group, build optimiser and schedule, then resume or seed."""
+    info = init_distributed(tc.device)
+    device, world = info.device, info.world_size
+    out = Path(out_dir) if out_dir is not None else None
+    local_batch = _check_arguments(tc, world, out, resume, audio_encoder, train_loader)
+    dataset, collate = as_dataset(train_loader, "train_loader")
     sampler = ShardedBatchSampler(len(dataset), tc.batch_size, seed=tc.seed, shuffle=True,
                                   rank=info.rank, world_size=world)
-    steps_per_epoch = sampler.batches_per_epoch
-    total_steps = tc.epochs * steps_per_epoch
+    total_steps = tc.epochs * sampler.batches_per_epoch
     if tc.max_steps is not None:
         total_steps = min(total_steps, tc.max_steps)
-
     cfg = getattr(model, "config", None)
     if tc.gradient_checkpointing is not None:
         if cfg is None:
@@ -232,168 +325,170 @@ def fit(model: nn.Module, train_loader: Union[Dataset, DataLoader],
     trained_encoder = audio_encoder if tc.train_audio_encoder else None
     optimizer = build_optimizer(model, tc, trained_encoder)
     scheduler = build_scheduler(optimizer, tc, total_steps)
-
-    state: Dict[str, Any] = dict(epoch=0, batch=0, global_step=0, total_steps=total_steps,
-                                 history=[], val=[], best=None, train_seconds=0.0, log_lines=0,
-                                 finished=False, items_skipped=0)
-    resumed_from = None
-    if resume:
-        resumed_from = find_checkpoint(out / "last")
-        if resumed_from is None:
-            log.warning("resume=True but %s has no checkpoint yet: starting a new run", out / "last")
-    if resumed_from is not None:
-        stored = json.loads((resumed_from / "trainer_state.json").read_text())
-        check_resumable(stored, tc, cfg, resumed_from)
-        loaded = load_checkpoint(resumed_from, model, optimizer, scheduler, scaler,
-                                 trained_encoder, restore_rng=True)
-        for key in state:
-            if key in loaded:
-                state[key] = loaded[key]
-        if state["total_steps"] != total_steps:
-            raise ValueError(f"cannot resume from {resumed_from}: it planned {state['total_steps']} "
-                             f"steps, this run {total_steps} (did the training set change size?)")
-        log.info("resumed from %s at epoch %d, batch %d, step %d", resumed_from, state["epoch"],
-                 state["batch"], state["global_step"])
-    else:
-        seed_everything(tc.seed)
-        if out is not None and (out / "last").exists() and is_main_process():
-            log.warning("%s already holds a checkpoint; starting a new run over it "
-                        "(pass resume=True to continue it)", out / "last")
-
+    state = _resume_or_seed(out, resume, tc, model, optimizer, scheduler, scaler, trained_encoder,
+                            RunState(total_steps=total_steps))
     trainee = TrainingModule(model, audio_encoder, tc.train_audio_encoder)
     module: nn.Module = trainee
     if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
         # find_unused_parameters: the last layer's V2A output is discarded (the audio stream
         # ends there), so those parameters get no gradient.
         module = DistributedDataParallel(trainee, device_ids=[device.index] if device.type == "cuda" else None,
                                          find_unused_parameters=True)
-    main = is_main_process()
-    write = out is not None and main
-    logger = _JsonlLog(out / "log.jsonl" if out is not None else None,
-                       keep=state["log_lines"] if resumed_from is not None else 0)
+    logger = _JsonlLog(out / "log.jsonl" if out is not None else None, keep=state.log_lines)
+    run = _Run(tc=tc, model=model, module=module, optimizer=optimizer, scheduler=scheduler,
+               scaler=scaler, autocast_dtype=autocast_dtype, audio_encoder=audio_encoder,
+               trained_encoder=trained_encoder, device=device, world=world,
+               local_batch=local_batch, dataset=dataset, collate=collate, sampler=sampler,
+               val_loader=val_loader, out=out, logger=logger, callbacks=callbacks)
+    return run, state
 
-    def checkpoint_state() -> dict:
-        return dict(state, log_lines=logger.lines, train_config=tc.to_dict(),
-                    model_config=cfg.to_dict() if cfg is not None else None,
-                    scheduler=scheduler.state_dict(),
-                    scaler=scaler.state_dict() if scaler is not None else None,
-                    world_size=world)
 
-    def save_last() -> None:
-        if write:
-            save_checkpoint(out / "last", model, checkpoint_state(), optimizer, trained_encoder)
+def _resume_or_seed(out: Optional[Path], resume: bool, tc: TrainConfig, model, optimizer, scheduler,
+                    scaler, trained_encoder, fresh: RunState) -> RunState:
+    """The state stored in ``out/last`` when resuming from it, else ``fresh`` after seeding.
 
-    def validate(partial: bool) -> bool:
-        """Evaluate on val_loader, record, return whether it is the best so far."""
-        metrics = evaluate(model, val_loader, audio_encoder=audio_encoder, device=device,
-                           batch_size=max(1, local_batch), precision=tc.precision,
-                           num_workers=tc.num_workers)
-        record = dict(kind="val", epoch=state["epoch"] - (0 if partial else 1),
-                      step=state["global_step"], partial=partial, t2v=metrics["t2v"],
-                      v2t=metrics["v2t"], n=metrics["n"])
-        state["val"].append(record)
-        logger.write(record)
-        best = state["best"]
-        if best is None or _selection_key(record) > _selection_key(best):
-            state["best"] = record
-            return True
-        return False
+    A fresh run keeps ``log_lines`` 0, so its ``log.jsonl`` starts empty."""
+    resumed_from = find_checkpoint(out / "last") if resume else None
+    if resume and resumed_from is None:
+        log.warning("resume=True but %s has no checkpoint yet: starting a new run", out / "last")
+    if resumed_from is None:
+        seed_everything(tc.seed)
+        if out is not None and (out / "last").exists() and is_main_process():
+            log.warning("%s already holds a checkpoint; starting a new run over it "
+                        "(pass resume=True to continue it)", out / "last")
+        return fresh
+    stored = json.loads((resumed_from / "trainer_state.json").read_text())
+    check_resumable(stored, tc, getattr(model, "config", None), resumed_from)
+    loaded = load_checkpoint(resumed_from, model, optimizer, scheduler, scaler, trained_encoder,
+                             restore_rng=True)
+    state = RunState(**{k: loaded.get(k, v) for k, v in fresh.as_dict().items()})
+    if state.total_steps != fresh.total_steps:
+        raise ValueError(f"cannot resume from {resumed_from}: it planned {state.total_steps} "
+                         f"steps, this run {fresh.total_steps} (did the training set change size?)")
+    log.info("resumed from %s at epoch %d, batch %d, step %d", resumed_from, state.epoch,
+             state.batch, state.global_step)
+    return state
 
+
+def _train_epoch(run: _Run, state: RunState) -> bool:
+    """The rest of epoch ``state.epoch``, one optimizer step per batch; True = stop requested."""
+    epoch, tc, device = state.epoch, run.tc, run.device
+    run.sampler.set_epoch(epoch, start_batch=state.batch)
+    if hasattr(run.dataset, "set_epoch"):
+        run.dataset.set_epoch(epoch)
+    loader = epoch_loader(run.dataset, run.collate, run.sampler, epoch, tc, device)
+    bar = _tqdm(total=run.steps_per_epoch, initial=state.batch, desc=f"epoch {epoch}",
+                disable=not _progress_enabled(tc.progress), leave=False)
     stop = False
-    model.train()
-    wall0 = time.time()
-    while not state["finished"] and not stop:
-        if state["epoch"] >= tc.epochs or state["global_step"] >= total_steps:
-            state["finished"] = True
-            break
-        epoch = state["epoch"]
-        sampler.set_epoch(epoch, start_batch=state["batch"])
-        if hasattr(dataset, "set_epoch"):
-            dataset.set_epoch(epoch)
-        loader = epoch_loader(dataset, collate, sampler, epoch, tc, device)
-        bar = _tqdm(total=steps_per_epoch, initial=state["batch"], desc=f"epoch {epoch}",
-                    disable=not _progress_enabled(tc.progress), leave=False)
-        for batch in loader:
-            state["batch"] += 1
-            if any_across_ranks(batch is None, device):
-                warnings.warn(f"epoch {epoch}, batch {state['batch']}: every item of a batch "
-                              "failed to load on some process; the batch is skipped")
-                state["items_skipped"] += local_batch if batch is None else int(batch.get("num_skipped") or 0)
-                bar.update(1)
-                continue
-            t0 = time.time()
-            inputs = batch_inputs(batch, model.config, device)
-            lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
-            loss = train_step(module, inputs, tc.grad_accum_steps, autocast_dtype, scaler)
-            norm, skipped = optimizer_step(optimizer, scheduler, scaler, tc.grad_clip,
-                                           state["global_step"] + 1)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            secs = time.time() - t0
-            state["global_step"] += 1
-            state["train_seconds"] += secs
-            record = dict(kind="step", step=state["global_step"], epoch=epoch, batch=state["batch"],
-                          loss=loss, lr=lrs, logit_scale=float(model.scale().detach()),
-                          grad_norm=norm, skipped=skipped, secs=secs)
-            if batch.get("num_skipped"):
-                record["num_skipped"] = int(batch["num_skipped"])
-                state["items_skipped"] += int(batch["num_skipped"])
-            state["history"].append(record)
-            if state["global_step"] % tc.log_every == 0 or state["global_step"] == 1:
-                logger.write(record)
+    for batch in loader:
+        state.batch += 1
+        if any_across_ranks(batch is None, device):
+            warnings.warn(f"epoch {epoch}, batch {state.batch}: every item of a batch "
+                          "failed to load on some process; the batch is skipped")
+            state.items_skipped += run.local_batch if batch is None else int(batch.get("num_skipped") or 0)
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", step=state["global_step"])
-            stop = any_across_ranks(_run_callbacks(callbacks, "step", record, model), device)
-            if stop or state["global_step"] >= total_steps:
-                break
-            if (tc.checkpoint_every and state["global_step"] % tc.checkpoint_every == 0
-                    and state["batch"] < steps_per_epoch):
-                save_last()
-        bar.close()
-        if state["batch"] >= steps_per_epoch:                       # a complete epoch
-            state["epoch"] += 1
-            state["batch"] = 0
-            done = state["epoch"] >= tc.epochs or state["global_step"] >= total_steps
-            state["finished"] = done
-            improved = False
-            if val_loader is not None and (state["epoch"] % tc.eval_every == 0 or done):
-                improved = validate(partial=False)
-            epoch_record = dict(kind="epoch", epoch=epoch, step=state["global_step"],
-                                train_seconds=state["train_seconds"])
-            logger.write(epoch_record)
-            save_last()
-            if improved and write:
-                save_checkpoint(out / "best", model, checkpoint_state(), None, trained_encoder)
-            if any_across_ranks(_run_callbacks(callbacks, "epoch", epoch_record, model), device):
-                stop = True
-        elif state["global_step"] >= total_steps:                  # max_steps ended mid-epoch
-            state["finished"] = True
-            if val_loader is not None and validate(partial=True) and write:
-                save_checkpoint(out / "best", model, checkpoint_state(), None, trained_encoder)
-            save_last()
-        else:                                                        # stop requested
-            save_last()
-    barrier()
-    best = state["best"]
-    items_skipped = int(state["items_skipped"])
-    if world > 1:
-        items_skipped = int(all_gather_variable(torch.tensor([items_skipped], device=device)).sum())
+            continue
+        record = _step(run, state, batch)
+        bar.update(1)
+        bar.set_postfix(loss=f"{record['loss']:.4f}", step=state.global_step)
+        stop = any_across_ranks(_run_callbacks(run.callbacks, "step", record, run.model), device)
+        if stop or state.global_step >= state.total_steps:
+            break
+        if (tc.checkpoint_every and state.global_step % tc.checkpoint_every == 0
+                and state.batch < run.steps_per_epoch):
+            _save(run, state, "last")
+    bar.close()
+    return stop
+
+
+def _step(run: _Run, state: RunState, batch: Dict[str, Any]) -> dict:
+    """One optimizer step on ``batch``; its record goes to the history (and the log)."""
+    t0 = time.time()
+    inputs = batch_inputs(batch, run.model.config, run.device)
+    lrs = {g["name"]: g["lr"] for g in run.optimizer.param_groups}
+    loss = train_step(run.module, inputs, run.tc.grad_accum_steps, run.autocast_dtype, run.scaler)
+    norm, skipped = optimizer_step(run.optimizer, run.scheduler, run.scaler, run.tc.grad_clip,
+                                   state.global_step + 1)
+    if run.device.type == "cuda":
+        torch.cuda.synchronize(run.device)
+    secs = time.time() - t0
+    state.global_step += 1
+    state.train_seconds += secs
+    record = dict(kind="step", step=state.global_step, epoch=state.epoch, batch=state.batch,
+                  loss=loss, lr=lrs, logit_scale=float(run.model.scale().detach()),
+                  grad_norm=norm, skipped=skipped, secs=secs)
+    if batch.get("num_skipped"):
+        record["num_skipped"] = int(batch["num_skipped"])
+        state.items_skipped += int(batch["num_skipped"])
+    state.history.append(record)
+    if state.global_step % run.tc.log_every == 0 or state.global_step == 1:
+        run.logger.write(record)
+    return record
+
+
+def _end_epoch(run: _Run, state: RunState) -> bool:
+    """After a complete epoch: validate (every ``eval_every``), log, checkpoint; True = stop."""
+    epoch = state.epoch
+    state.epoch += 1
+    state.batch = 0
+    state.finished = state.epoch >= run.tc.epochs or state.global_step >= state.total_steps
+    improved = False
+    if run.val_loader is not None and (state.epoch % run.tc.eval_every == 0 or state.finished):
+        improved = _validate(run, state, partial=False)
+    epoch_record = dict(kind="epoch", epoch=epoch, step=state.global_step,
+                        train_seconds=state.train_seconds)
+    run.logger.write(epoch_record)
+    _save(run, state, "last")
+    if improved:
+        _save(run, state, "best")
+    return any_across_ranks(_run_callbacks(run.callbacks, "epoch", epoch_record, run.model), run.device)
+
+
+def _validate(run: _Run, state: RunState, partial: bool) -> bool:
+    """Evaluate on the validation split, record it; True when it is the best so far."""
+    metrics = evaluate(run.model, run.val_loader, audio_encoder=run.audio_encoder, device=run.device,
+                       batch_size=max(1, run.local_batch), precision=run.tc.precision,
+                       num_workers=run.tc.num_workers)
+    record = dict(kind="val", epoch=state.epoch - (0 if partial else 1), step=state.global_step,
+                  partial=partial, t2v=metrics["t2v"], v2t=metrics["v2t"], n=metrics["n"])
+    state.val.append(record)
+    run.logger.write(record)
+    if state.best is None or _selection_key(record) > _selection_key(state.best):
+        state.best = record
+        return True
+    return False
+
+
+def _save(run: _Run, state: RunState, which: str) -> None:
+    """Checkpoint ``out/last`` (with the optimizer, to resume) or ``out/best`` (rank 0 only)."""
+    if not run.writes:
+        return
+    cfg = getattr(run.model, "config", None)
+    payload = dict(state.as_dict(), log_lines=run.logger.lines, train_config=run.tc.to_dict(),
+                   model_config=cfg.to_dict() if cfg is not None else None,
+                   scheduler=run.scheduler.state_dict(),
+                   scaler=run.scaler.state_dict() if run.scaler is not None else None,
+                   world_size=run.world)
+    optimizer = run.optimizer if which == "last" else None
+    save_checkpoint(run.out / which, run.model, payload, optimizer, run.trained_encoder)
+
+
+def _result(run: _Run, state: RunState, stop: bool) -> FitResult:
+    items_skipped = int(state.items_skipped)
+    if run.world > 1:
+        items_skipped = int(all_gather_variable(torch.tensor([items_skipped], device=run.device)).sum())
     if items_skipped:
         warnings.warn(f"fit: {items_skipped} training item(s) failed to load and were left out of "
                       "their batches (the DecodeError warnings above name the files)")
-    result = FitResult(
-        items_skipped=items_skipped,
-        steps=list(state["history"]), val=list(state["val"]),
+    best, out = state.best, run.out
+    return FitResult(
+        items_skipped=items_skipped, steps=list(state.history), val=list(state.val),
         best_epoch=None if best is None else best["epoch"],
         best_metrics=None if best is None else {"t2v": best["t2v"], "v2t": best["v2t"], "n": best["n"]},
-        global_step=state["global_step"], epochs_completed=state["epoch"],
-        total_steps=total_steps, stopped_early=stop and not state["finished"],
-        train_seconds=state["train_seconds"],
+        global_step=state.global_step, epochs_completed=state.epoch,
+        total_steps=state.total_steps, stopped_early=stop and not state.finished,
+        train_seconds=state.train_seconds,
         out_dir=str(out) if out is not None else None,
         last_dir=str(out / "last") if out is not None else None,
         best_dir=str(out / "best") if (out is not None and best is not None) else None,
         log_path=str(out / "log.jsonl") if out is not None else None)
-    log.info("fit: %d steps in %.1f s (wall %.1f s)", state["global_step"], state["train_seconds"],
-             time.time() - wall0)
-    return result
