@@ -56,7 +56,7 @@ lab: $(STAMP)
 	$(ENV_DIR)/bin/jupyter lab notebooks/
 
 assignments: $(STAMP)
-	$(PY) -m eclipse_lite.course.assignments notebooks notebooks/assignments
+	$(PY) -m eclipse_lite.cli assignments notebooks notebooks/assignments
 
 clean:
 	rm -rf runs .pytest_cache

@@ -25,22 +25,30 @@ from torch import Tensor, nn
 ATTENTION_IMPLS = ("sdpa", "eager")
 
 
+def attention_weights(q: Tensor, k: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+    """Eq. 1's weights, ``softmax(Q K^T / sqrt(d))`` over the keys, written out.
+
+    q [..., Lq, d], k [..., Lk, d]; ``mask`` bool, broadcastable to [..., Lq, Lk], True = may
+    attend. Returns weights [..., Lq, Lk]; a query row whose keys are all masked gets zero
+    weights (not NaN). The one place in the package that computes these weights.
+    """
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if mask is None:
+        return scores.softmax(dim=-1)
+    scores = scores.masked_fill(~mask, float("-inf"))
+    any_key = mask.any(dim=-1, keepdim=True)
+    scores = scores.masked_fill(~any_key, 0.0)
+    return scores.softmax(dim=-1) * any_key
+
+
 def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor,
                                  mask: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     """Eq. 1: ``softmax(Q K^T / sqrt(d)) V``, written out.
 
-    q [..., Lq, d], k [..., Lk, d], v [..., Lk, dv]; ``mask`` bool, broadcastable to
-    [..., Lq, Lk], True = may attend. Returns (output [..., Lq, dv], weights [..., Lq, Lk]).
-    A query row whose keys are all masked gets zero weights (not NaN).
+    q [..., Lq, d], k [..., Lk, d], v [..., Lk, dv]; ``mask`` as in :func:`attention_weights`.
+    Returns (output [..., Lq, dv], weights [..., Lq, Lk]).
     """
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-        any_key = mask.any(dim=-1, keepdim=True)
-        scores = scores.masked_fill(~any_key, 0.0)
-    weights = scores.softmax(dim=-1)
-    if mask is not None:
-        weights = weights * any_key
+    weights = attention_weights(q, k, mask)
     return weights @ v, weights
 
 
@@ -105,17 +113,42 @@ def _key_mask(audio_mask: Optional[Tensor], n_queries: int) -> Optional[Tensor]:
     return (audio_mask > 0)[:, None, None, :].expand(-1, 1, n_queries, -1)
 
 
+def single_key_attention(attn: MultiHeadAttention, key_value: Tensor,
+                         key_mask: Optional[Tensor] = None) -> Tensor:
+    """Attention over exactly one key: the softmax of a single score is 1, so every query
+    receives ``out_proj(v_proj(key))`` — no Q, no K, no scores.
+
+    key_value [N, 1, D]; key_mask [N, 1] (1 = real). Returns [N, 1, D], which broadcasts over
+    the queries. A masked key gives ``out_proj(0)``, as the general path does (zero weights).
+    """
+    v = attn.v_proj(key_value)
+    if key_mask is not None:
+        v = v * (key_mask > 0).to(v.dtype)[..., None]
+    return attn.out_proj(v)
+
+
 def a2v_attention(attn: MultiHeadAttention, frame_tokens: Tensor, audio_tokens: Tensor,
-                  audio_mask: Optional[Tensor] = None, need_weights: bool = False):
+                  audio_mask: Optional[Tensor] = None, need_weights: bool = False,
+                  proj: Optional[nn.Module] = None):
     """Eq. 3 (without the residual): ``MHA(S_t, A, A)`` — frame t's tokens query audio tokens.
 
     frame_tokens [N, L, D]; audio_tokens [N, S, D] (the S audio tokens frame t may see: its own
-    by default, all T of its video with ``a2v_time="all"``); audio_mask [N, S], 1 = real audio.
-    Returns [N, L, D] (and weights [N, heads, L, S]). With one audio token the softmax is over a
-    single key, so every frame token receives the same ``out_proj(v_proj(a_t))``.
+    by default, all T of its video with ``a2v_time="all"``); audio_mask [N, S], 1 = real audio;
+    ``proj``: an optional token-wise map applied to the output (the AV block's ``a2v_proj``).
+    Returns [N, L, D] (and weights [N, heads, L, S] with ``need_weights``).
+
+    With one audio token (S = 1, the default) and no weights requested, the softmax is over a
+    single key, so every frame token receives the same ``out_proj(v_proj(a_t))``: it (and
+    ``proj``) is computed once per frame and broadcast over the L tokens — the same numbers as
+    the general path without Q, K and L - 1 copies of the rest (:func:`single_key_attention`).
     """
+    proj = nn.Identity() if proj is None else proj
+    if audio_tokens.shape[1] == 1 and not need_weights:
+        one = proj(single_key_attention(attn, audio_tokens, audio_mask))        # [N, 1, D]
+        return one.expand(-1, frame_tokens.shape[1], -1)
     mask = _key_mask(audio_mask, frame_tokens.shape[1])
-    return attn(frame_tokens, audio_tokens, mask=mask, need_weights=need_weights)
+    out = attn(frame_tokens, audio_tokens, mask=mask, need_weights=need_weights)
+    return (proj(out[0]), out[1]) if need_weights else proj(out)
 
 
 def v2a_attention(attn: MultiHeadAttention, audio_tokens: Tensor, frame_tokens: Tensor,
@@ -141,7 +174,7 @@ def a2v_reverse_norm(attn: MultiHeadAttention, frame_tokens: Tensor, audio_token
                          f"{audio_tokens.shape[1]}")
     q = attn.split_heads(attn.q_proj(audio_tokens))
     k = attn.split_heads(attn.k_proj(frame_tokens))
-    weights = (q @ k.transpose(-2, -1) / math.sqrt(attn.head_dim)).softmax(dim=-1)  # [N,h,1,L]
+    weights = attention_weights(q, k)                 # [N, h, 1, L]
     weights = weights.mean(dim=1).transpose(1, 2)  # [N, L, 1]
     return weights * audio_tokens
 

@@ -16,15 +16,16 @@ import logging
 import math
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Dict, Mapping, Tuple
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from eclipse_lite.clip import hf_key_map, resize_image_positions, resize_text_positions
 from eclipse_lite.config import ModelConfig
+from eclipse_lite.files import atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,6 @@ def read_state_dict(path: Path) -> Dict[str, Tensor]:
     """A state dict from ``.safetensors`` or a torch pickle (``weights_only=True``)."""
     path = Path(path)
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
         return load_file(str(path))
     obj = torch.load(str(path), map_location="cpu", weights_only=True)
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
@@ -47,31 +47,9 @@ def read_state_dict(path: Path) -> Dict[str, Tensor]:
 
 
 def atomic_save_safetensors(tensors: Dict[str, Tensor], path: Path, metadata=None) -> None:
-    """Write a safetensors file via a temp file + rename, so no half-written file is ever seen."""
-    from safetensors.torch import save_file
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
+    """Write tensors (detached, contiguous, on the CPU) as one safetensors file, atomically."""
+    with atomic_path(path) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def atomic_write_text(text: str, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _assign(model, ours: Dict[str, Tensor], what: str) -> None:
@@ -116,6 +94,7 @@ def resolve_clip_dir(name_or_path) -> Path:
               f"--local-dir clip-dir`), copy clip-dir here and call "
               f"ECLIPSE.from_clip('clip-dir').")
     try:
+        # huggingface_hub only to download (it comes with transformers)
         from huggingface_hub import snapshot_download
     except ImportError as exc:  # pragma: no cover - transformers depends on it
         raise FileNotFoundError(advice) from exc

@@ -14,24 +14,35 @@ The A2V/V2A attentions and their layer norms are cloned from the layer's CLIP at
 exactly CLIP4Clip mean pooling. The audio stream has no MLP and is dropped after the last layer.
 
 Video embedding = L2-normalise(masked mean over frames of L2-normalised projected frame CLS).
+Similarity [texts, videos] = ``model.head(text_features, video_features)`` (``heads.py``; the
+default "mean" head is the cosine of the pooled embeddings); ``forward`` scales it by the
+learnable temperature for the contrastive loss.
 """
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from eclipse_lite.attention import (MultiHeadAttention, a2v_attention, a2v_reverse_norm, joint_attention,
-                        v2a_attention)
+from eclipse_lite.attention import (
+    MultiHeadAttention,
+    a2v_attention,
+    a2v_reverse_norm,
+    joint_attention,
+    v2a_attention,
+)
 from eclipse_lite.audio import audio_projection
+from eclipse_lite.checkpoints import load_clip, load_official, load_pretrained, save_pretrained
 from eclipse_lite.clip import TextTransformer, TransformerBlock, VisionTransformer
 from eclipse_lite.config import ModelConfig
-from eclipse_lite.losses import symmetric_infonce
+from eclipse_lite.heads import MeanHead, SimilarityHead
+from eclipse_lite.losses import infonce_from_logits
+from eclipse_lite.tokenizer import tokenize
 
 
 class AudioVisualBlock(nn.Module):
@@ -95,16 +106,10 @@ class AudioVisualBlock(nn.Module):
         else:
             if self.a2v_mode == "reverse_norm":
                 dv = self.a2v_proj(a2v_reverse_norm(self.a2v_attn, vn, an))
-            elif an.shape[1] == 1 and not need_weights:
-                # One audio token per frame: Eq. 3's softmax runs over a single key, so every
-                # frame token receives the same out_proj(v_proj(a_t)). Computing it once per
-                # frame and broadcasting is exact and skips Q, K and L - 1 copies of the rest.
-                a2v = self.a2v_attn.out_proj(self.a2v_attn.v_proj(an))            # [N, 1, D]
-                dv = self.a2v_proj(a2v).expand(-1, video.shape[1], -1)
-            else:
-                out = a2v_attention(self.a2v_attn, vn, an, audio_mask, need_weights=need_weights)
+            else:  # with one audio token per frame, a2v_attention computes it once per frame
+                attn, proj = self.a2v_attn, self.a2v_proj
+                out = a2v_attention(attn, vn, an, audio_mask, need_weights, proj=proj)  # Eq. 3
                 dv, weights = out if need_weights else (out, None)
-                dv = self.a2v_proj(dv)                                             # Eq. 3
             if self.kind == "eclipse":
                 da = self.v2a_proj(v2a_attention(self.v2a_attn, an, vn))         # Eq. 4
             else:
@@ -115,12 +120,14 @@ class AudioVisualBlock(nn.Module):
 
 @dataclass
 class VideoFeatures:
-    """Everything :meth:`ECLIPSE.video_features` computes for a batch of clips.
+    """Everything :meth:`ECLIPSE.video_features` computes for a batch of B clips of T frames.
 
-    video_emb [B, E] (L2-normalised); frame_emb [B, T, E] (L2-normalised per frame);
-    frame_mask [B, T]; tokens [B, T, L, D] final visual tokens (CLS + patches, before ln_post);
-    audio_tokens [B, T, S, D] final audio stream or None; a2v_weights: per AV layer
-    [B, T, heads, L, S] when requested.
+    video_emb [B, E] pooled (CLIP4Clip meanP, L2-normalised); frame_emb [B, T, E] (L2-normalised
+    per frame); frame_mask [B, T] (1 = real frame); audio_emb [B, T, S, A] the per-frame audio
+    embeddings the model was given (S = 1 for [B, T, A] input) and audio_mask [B, T, S]
+    (1 = real audio), both None without audio; with ``return_tokens``: tokens [B, T, L, D] final
+    visual tokens (CLS + patches, before ln_post) and audio_tokens [B, T, S, D] the final audio
+    stream (None without AV blocks); a2v_weights: per AV layer [B, T, heads, L, S] when requested.
     """
 
     video_emb: Tensor
@@ -129,6 +136,23 @@ class VideoFeatures:
     tokens: Optional[Tensor] = None
     audio_tokens: Optional[Tensor] = None
     a2v_weights: Optional[Dict[int, Tensor]] = None
+    audio_emb: Optional[Tensor] = None
+    audio_mask: Optional[Tensor] = None
+
+
+@dataclass
+class TextFeatures:
+    """What :meth:`ECLIPSE.text_features` computes for B texts of L <= context_length tokens.
+
+    text_emb [B, E] the projected end-of-text state, L2-normalised (= ``encode_text``);
+    tokens [B, L, width] every token's final state after ``ln_final``, before the text
+    projection (``model.text.proj(tokens)`` maps them to the joint space); mask [B, L]
+    (1 = real token; padding 0).
+    """
+
+    text_emb: Tensor
+    tokens: Tensor
+    mask: Tensor
 
 
 def masked_mean_pool(frame_emb: Tensor, frame_mask: Tensor) -> Tensor:
@@ -142,11 +166,25 @@ def masked_mean_pool(frame_emb: Tensor, frame_mask: Tensor) -> Tensor:
     return F.normalize(pooled, dim=-1)
 
 
+def audio_inputs(audio: Optional[Tensor], audio_mask: Optional[Tensor]) -> Tuple[Optional[Tensor],
+                                                                                 Optional[Tensor]]:
+    """audio [B, T, A] | [B, T, S, A], audio_mask None | [B, T] | [B, T, S] (1 = real)
+    -> (audio [B, T, S, A], mask [B, T, S] in audio's dtype); (None, None) for audio None."""
+    if audio is None:
+        return None, None
+    audio = audio if audio.dim() == 4 else audio.unsqueeze(2)
+    if audio_mask is None:
+        return audio, torch.ones(audio.shape[:3], device=audio.device, dtype=audio.dtype)
+    mask = audio_mask.to(audio.dtype)
+    return audio, (mask.unsqueeze(-1).expand(audio.shape[:3]) if mask.dim() == 2 else mask)
+
+
 class ECLIPSE(nn.Module):
     """ECLIPSE and its fusion variants; ``fusion="none"`` is CLIP4Clip meanP.
 
     encode_video(frames [B,T,3,H,W], audio [B,T,A] | [B,T,S,A] | None) -> [B, E] normalised
     encode_text(input_ids [B,L], attention_mask [B,L]) -> [B, E] normalised
+    similarity(text_features(ids, mask), video_features(frames, audio)) -> [T texts, V videos]
     forward(frames, audio, input_ids, attention_mask) -> {"loss", "logits" [texts, videos], ...}
     """
 
@@ -157,6 +195,10 @@ class ECLIPSE(nn.Module):
         self.visual = VisionTransformer(config)
         self.text = TextTransformer(config)
         self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init)))
+        # The similarity head: "mean" (no parameters, so state dicts are unchanged). Hook for
+        # text-conditioned heads (X-Pool, TEFAL): build another one here, e.g. from a config
+        # field via heads.build_head(name); parameters under "head." count as new (is_new_parameter).
+        self.head: SimilarityHead = MeanHead()
         if config.fusion in ("eclipse", "a2v", "joint"):
             self.audio_proj = audio_projection(config.audio_dim, config.vision_width)
             self.av_blocks = nn.ModuleDict({
@@ -189,11 +231,7 @@ class ECLIPSE(nn.Module):
 
     @staticmethod
     def is_new_parameter(name: str) -> bool:
-        return name.startswith(("av_blocks.", "audio_proj.", "audio_head."))
-
-    @property
-    def uses_audio(self) -> bool:
-        return self.config.fusion != "none"
+        return name.startswith(("av_blocks.", "audio_proj.", "audio_head.", "head."))
 
     # ------------------------------------------------------------------ checks
     def _check_video_inputs(self, frames: Optional[Tensor], audio: Optional[Tensor],
@@ -230,9 +268,10 @@ class ECLIPSE(nn.Module):
                 raise ValueError(f"{name} must be [B, T] = {tuple(ref.shape[:2])}, got {tuple(mask.shape)}")
 
     # ------------------------------------------------------------------ video
-    def _audio_stream(self, audio: Optional[Tensor], audio_mask: Optional[Tensor], b: int, t: int,
-                      device, dtype):
-        """Per-frame audio tokens [B*T, S, D] and mask [B*T, S] (1 = real audio).
+    def audio_stream(self, audio: Optional[Tensor], audio_mask: Optional[Tensor], b: int, t: int,
+                     device, dtype):
+        """The audio stream entering the first AV block: per-frame audio tokens [B*T, S, D] (the
+        projected embeddings) and mask [B*T, S] (1 = real audio).
 
         a2v_time="own": frame t holds its own S audio tokens; "all": every frame holds a copy of
         all T*S audio tokens of its video (released ``yb_time_cross_audio=1``).
@@ -256,7 +295,7 @@ class ECLIPSE(nn.Module):
             s = t * s
         return tokens.reshape(b * t, s, width), mask.reshape(b * t, s)
 
-    def _layer(self, i: int, x: Tensor, a: Tensor, a_mask: Tensor, need_weights: bool):
+    def video_layer(self, i: int, x: Tensor, a: Tensor, a_mask: Tensor, need_weights: bool = False):
         """One visual layer with its AV block (if any). x [N,L,D], a [N,S,D] -> (x, a, weights)."""
         layer = self.visual.blocks[i]
         av = self.av_blocks[str(i)] if str(i) in getattr(self, "av_blocks", {}) else None
@@ -287,7 +326,7 @@ class ECLIPSE(nn.Module):
             frame_mask = torch.ones(b, t, device=frames.device, dtype=x.dtype)
         a = a_mask = None
         if cfg.fusion != "none":
-            a, a_mask = self._audio_stream(audio, audio_mask, b, t, x.device, x.dtype)
+            a, a_mask = self.audio_stream(audio, audio_mask, b, t, x.device, x.dtype)
         attn_maps: Dict[int, Tensor] = {}
         for i in range(cfg.vision_layers):
             if cfg.fusion == "none":
@@ -297,16 +336,18 @@ class ECLIPSE(nn.Module):
             if self._checkpointing() and not return_attention:
                 x, a, _ = checkpoint(self._layer, i, x, a, a_mask, False, use_reentrant=False)
             else:
-                x, a, w = self._layer(i, x, a, a_mask, return_attention)
+                x, a, w = self.video_layer(i, x, a, a_mask, return_attention)
                 if w is not None:
                     attn_maps[i] = w.reshape(b, t, *w.shape[1:])
         frame_emb = self.visual.head(x).reshape(b, t, -1)
         video_emb = masked_mean_pool(frame_emb, frame_mask)
+        audio_emb, audio_emb_mask = audio_inputs(audio, audio_mask)
         return VideoFeatures(
             video_emb=video_emb, frame_emb=F.normalize(frame_emb, dim=-1), frame_mask=frame_mask,
             tokens=x.reshape(b, t, *x.shape[1:]) if return_tokens else None,
             audio_tokens=(a.reshape(b, t, *a.shape[1:]) if (return_tokens and a is not None) else None),
-            a2v_weights=attn_maps if return_attention else None)
+            a2v_weights=attn_maps if return_attention else None,
+            audio_emb=audio_emb, audio_mask=audio_emb_mask)
 
     def _audio_only_features(self, audio: Tensor, frame_mask: Optional[Tensor],
                              audio_mask: Optional[Tensor]) -> VideoFeatures:
@@ -318,8 +359,10 @@ class ECLIPSE(nn.Module):
         for m in (frame_mask, audio_mask):
             if m is not None:
                 mask = mask * (m if m.dim() == 2 else m.amax(-1)).to(mask.dtype)
+        audio_emb, audio_emb_mask = audio_inputs(audio, audio_mask)
         return VideoFeatures(video_emb=masked_mean_pool(frame_emb, mask),
-                             frame_emb=F.normalize(frame_emb, dim=-1), frame_mask=mask)
+                             frame_emb=F.normalize(frame_emb, dim=-1), frame_mask=mask,
+                             audio_emb=audio_emb, audio_mask=audio_emb_mask)
 
     def _checkpointing(self) -> bool:
         return self.config.gradient_checkpointing and self.training and torch.is_grad_enabled()
@@ -330,22 +373,59 @@ class ECLIPSE(nn.Module):
         return self.video_features(frames, audio, frame_mask, audio_mask).video_emb
 
     # ------------------------------------------------------------------ text
-    def encode_text(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None) -> Tensor:
-        """input_ids [B, L] (L <= context_length), attention_mask [B, L] -> [B, E], L2-normalised."""
+    def tokenize(self, texts: Union[str, Sequence[str]]) -> Tuple[Tensor, Tensor]:
+        """CLIP BPE at this model's ``context_length`` -> (input_ids, attention_mask) [B, L]."""
+        return tokenize(texts, context_length=self.config.context_length)
+
+    def _fit_context(self, input_ids: Tensor, attention_mask: Optional[Tensor]):
+        """Cut rows longer than ``context_length`` when only padding (mask 0) is cut; else raise."""
+        n, length = self.config.context_length, input_ids.shape[1]
+        if length <= n:
+            return input_ids, attention_mask
+        if attention_mask is None:
+            raise ValueError(f"text has {length} tokens (no attention_mask, so all are real) but "
+                             f"context_length is {n}; tokenize with model.tokenize(texts) or "
+                             f"context_length={n} (it truncates)")
+        real = attention_mask > 0
+        if bool(real[:, n:].any()):
+            longest = int((real.long().cumsum(1) * real).argmax(1).max()) + 1
+            raise ValueError(f"text has {longest} real tokens (attention_mask 1) but context_length "
+                             f"is {n}; tokenize with model.tokenize(texts) or context_length={n} "
+                             f"(it truncates)")
+        return input_ids[:, :n], attention_mask[:, :n]
+
+    def text_features(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None) -> TextFeatures:
+        """Run the text tower. input_ids [B, L], attention_mask [B, L] (1 = real) -> TextFeatures.
+
+        Rows longer than ``context_length`` are cut to it when the cut positions are padding.
+        """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be [B, L], got shape {tuple(input_ids.shape)}")
-        if input_ids.shape[1] > self.config.context_length:
-            raise ValueError(f"text has {input_ids.shape[1]} tokens but context_length is "
-                             f"{self.config.context_length}; tokenize with "
-                             f"context_length={self.config.context_length} (it truncates)")
         if attention_mask is not None and attention_mask.shape != input_ids.shape:
             raise ValueError(f"attention_mask {tuple(attention_mask.shape)} does not match "
                              f"input_ids {tuple(input_ids.shape)}")
+        input_ids, attention_mask = self._fit_context(input_ids, attention_mask)
         if int(input_ids.max()) >= self.config.vocab_size or int(input_ids.min()) < 0:
             raise ValueError(f"input_ids must be in [0, {self.config.vocab_size})")
-        return F.normalize(self.text(input_ids, attention_mask), dim=-1)
+        tokens, pooled = self.text.features(input_ids, attention_mask)
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        return TextFeatures(text_emb=F.normalize(pooled, dim=-1), tokens=tokens, mask=mask)
 
-    # ------------------------------------------------------------------ training
+    def encode_text(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None) -> Tensor:
+        """input_ids [B, L], attention_mask [B, L] -> [B, E], L2-normalised.
+
+        L may exceed ``context_length`` where the extra positions are padding (they are cut).
+        """
+        return self.text_features(input_ids, attention_mask).text_emb
+
+    # ------------------------------------------------------------------ similarity and training
+    def similarity(self, text_features: TextFeatures, video_features: VideoFeatures) -> Tensor:
+        """[T texts, V videos] cosine similarities through ``self.head`` (before the temperature).
+
+        With the "mean" head this is ``encode_text(...) @ encode_video(...).T``.
+        """
+        return self.head(text_features, video_features)
+
     def scale(self) -> Tensor:
         """CLIP's learnable temperature exp(logit_scale), clamped to at most ``logit_scale_max``."""
         return self.logit_scale.exp().clamp(max=self.config.logit_scale_max)
@@ -353,19 +433,20 @@ class ECLIPSE(nn.Module):
     def forward(self, frames: Optional[Tensor], audio: Optional[Tensor], input_ids: Tensor,
                 attention_mask: Optional[Tensor] = None, frame_mask: Optional[Tensor] = None,
                 audio_mask: Optional[Tensor] = None) -> Dict[str, Tensor]:
-        """Symmetric InfoNCE over the batch (Sec. 3.3).
+        """Symmetric InfoNCE over the batch (Sec. 3.3) on the head's similarities.
 
-        Returns {"loss", "logits" [B texts, B videos] (scaled cosine), "text_emb", "video_emb",
-        "logit_scale"}.
+        Returns {"loss", "logits" [B texts, B videos] (scale * similarity), "text_emb" [B, E],
+        "video_emb" [B, E], "logit_scale"}.
         """
-        video = self.encode_video(frames, audio, frame_mask, audio_mask)
-        text = self.encode_text(input_ids, attention_mask)
-        if text.shape[0] != video.shape[0]:
-            raise ValueError(f"{text.shape[0]} captions for {video.shape[0]} videos: the contrastive "
-                             "loss needs one caption per video")
+        video = self.video_features(frames, audio, frame_mask, audio_mask)
+        text = self.text_features(input_ids, attention_mask)
+        if text.text_emb.shape[0] != video.video_emb.shape[0]:
+            raise ValueError(f"{text.text_emb.shape[0]} captions for {video.video_emb.shape[0]} "
+                             "videos: the contrastive loss needs one caption per video")
         scale = self.scale()
-        return {"loss": symmetric_infonce(text, video, scale), "logits": scale * text @ video.T,
-                "text_emb": text, "video_emb": video, "logit_scale": scale}
+        logits = scale * self.similarity(text, video)
+        return {"loss": infonce_from_logits(logits), "logits": logits,
+                "text_emb": text.text_emb, "video_emb": video.video_emb, "logit_scale": scale}
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -376,7 +457,6 @@ class ECLIPSE(nn.Module):
         :class:`ModelConfig` field (e.g. ``fusion="none"``, ``context_length=128``); positional
         embeddings are resized when ``image_size`` or ``context_length`` differ.
         """
-        from eclipse_lite.checkpoints import load_clip
         return load_clip(cls, name_or_path, **overrides)
 
     @classmethod
@@ -387,16 +467,13 @@ class ECLIPSE(nn.Module):
         ``yb_dual=1``), softmax over the audio keys (``yb_reverse_norm=0``), own audio token per
         frame (``yb_time_cross_audio=0``). Their flag names are accepted as overrides.
         """
-        from eclipse_lite.checkpoints import load_official
         return load_official(cls, path_or_state_dict, **overrides)
 
     @classmethod
     def from_pretrained(cls, path) -> "ECLIPSE":
         """Load a model saved with :meth:`save_pretrained` (config.json + model.safetensors)."""
-        from eclipse_lite.checkpoints import load_pretrained
         return load_pretrained(cls, path)
 
     def save_pretrained(self, path) -> None:
         """Write config.json + model.safetensors into ``path`` atomically."""
-        from eclipse_lite.checkpoints import save_pretrained
         save_pretrained(self, path)

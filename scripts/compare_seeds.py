@@ -17,11 +17,12 @@ import numpy as np
 import torch
 
 from eclipse_lite.config import ModelConfig
+from eclipse_lite.data.benchmark import ensure_benchmark, load_benchmark
 from eclipse_lite.model import ECLIPSE
-from eclipse_lite.studies.demo import demo_train_config, ensure_benchmark, load_clips, pretrain_config_for
-from eclipse_lite.train.pretrain import init_from_pretrained, pretrained_towers
+from eclipse_lite.studies.demo import demo_train_config, pretrain_config_for
 from eclipse_lite.train.evaluate import evaluate
 from eclipse_lite.train.loop import fit
+from eclipse_lite.train.pretrain import init_from_pretrained, pretrained_towers
 
 
 def main() -> None:
@@ -34,7 +35,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None, help="also write the figures to this JSON file")
     p.add_argument("--save-models", type=Path, default=None,
                    help="save each fine-tuned model here as FUSION-seedN (save_pretrained), e.g. for "
-                        "python -m eclipse_lite.studies.saliency --checkpoint ...")
+                        "eclipse-lite saliency --checkpoint ...")
     args = p.parse_args()
     cfg = ModelConfig.preset(args.preset)
     data = ensure_benchmark(args.preset)
@@ -42,7 +43,7 @@ def main() -> None:
     if args.audio_steps is not None:
         pc.audio_steps = args.audio_steps
     clip_state, encoder, _ = pretrained_towers(cfg, Path(data) / "pretrained", pc, progress=False)
-    clips = load_clips(data, cfg, encoder, progress=False)
+    clips = load_benchmark(data, cfg, encoder, progress=False)
     zero_shot = evaluate(init_from_pretrained(ECLIPSE(cfg.replace(fusion="none")), clip_state),
                          clips["test"], batch_size=64)
     print(json.dumps({"zero_shot": zero_shot["t2v"]}), flush=True)
@@ -79,7 +80,7 @@ def main() -> None:
             line += f"; lead over video-only per seed {lead}, mean {np.mean(lead):.1f}"
         print(line)
     if args.out is not None:
-        from eclipse_lite.checkpoints import atomic_write_text
+        from eclipse_lite.files import atomic_write_text
         from eclipse_lite.train.results import git_commit
         commit, dirty = git_commit()
         record = {"preset": args.preset, "seeds": args.seeds, "commit": commit + ("+dirty" if dirty else ""),

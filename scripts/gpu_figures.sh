@@ -28,7 +28,7 @@ step "background: tiny benchmark + pretrained towers on cores 4-15"
 BG=$!
 
 step "1. bench (base preset, batch 8, bf16)"
-taskset -c 0-3 timeout 200 $PY -m eclipse_lite.studies.bench --preset base --device cuda --batch 8 --steps 10 \
+taskset -c 0-3 timeout 200 $PY -m eclipse_lite.cli bench --preset base --device cuda --batch 8 --steps 10 \
   --warmup 3 --repeats 3 --what flops,memory --out "$OUT/bench" >> "$LOG" 2>&1
 echo "rc=$?" >> "$LOG"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from transformers import CLIPConfig, CLIPModel
 
-from eclipse_lite.audio import ResNet18Audio
+from eclipse_lite.audio_encoders import ResNet18Audio
 
 
 def main(out: str) -> None:

@@ -18,9 +18,18 @@ import nbformat
 import pytest
 from script_loader import load_script
 
-from eclipse_lite.course.assignments import (BEGIN, END, AssignmentError, fill_exercises, find_exercises,
-                                      generate, main, make_student_notebook, placeholder,
-                                      read_notebook)
+from eclipse_lite.cli import main
+from eclipse_lite.course.assignments import (
+    BEGIN,
+    END,
+    AssignmentError,
+    fill_exercises,
+    find_exercises,
+    generate,
+    make_student_notebook,
+    placeholder,
+    read_notebook,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -136,19 +145,20 @@ def test_command_line(tmp_path, capsys):
     src.mkdir()
     nbformat.write(_nb(("code", SQUARE), ("grade", GRADE_SQUARE)), str(src / "01_toy.ipynb"))
     nbformat.write(_nb(("code", "print('no exercise')")), str(src / "02_plain.ipynb"))
-    assert main([str(src), str(out)]) == 0
+    assert main(["assignments", str(src), str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["01_toy.ipynb"]
     assert "1 notebook(s), 1 exercise(s)" in capsys.readouterr().out
     assert oct(os.stat(out / "01_toy.ipynb").st_mode & 0o777) != oct(0o600)   # not mkstemp's mode
-    assert main([str(src), str(out), "--all"]) == 0
+    assert main(["assignments", str(src), str(out), "--all"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["01_toy.ipynb", "02_plain.ipynb"]
     # broken markup anywhere: nothing is written
     nbformat.write(_nb(("code", SQUARE)), str(src / "03_broken.ipynb"))
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
-    assert main([str(src), str(out)]) == 1
-    assert "03_broken.ipynb cell 0" in capsys.readouterr().err
+    assert main(["assignments", str(src), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "eclipse-lite assignments: error:" in err and "03_broken.ipynb cell 0" in err
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
-    assert main([str(tmp_path / "nowhere"), str(out)]) == 1
+    assert main(["assignments", str(tmp_path / "nowhere"), str(out)]) == 2
 
 
 # ------------------------------------------------------------------------------ the course
@@ -195,7 +205,7 @@ def test_student_notebook_hides_every_solution(path, students):
 @pytest.fixture(scope="session")
 def ci_benchmark(tmp_path_factory) -> Path:
     """The ci benchmark (the same folder as tests/test_notebooks.py uses in a session)."""
-    from eclipse_lite.studies.demo import ensure_benchmark
+    from eclipse_lite.data.benchmark import ensure_benchmark
     folder = os.environ.get("NOTEBOOK_TEST_DATA") or tmp_path_factory.getbasetemp() / "ci-benchmark"
     return Path(ensure_benchmark("ci", Path(folder), progress=False)).resolve()
 

@@ -8,17 +8,19 @@ import torchaudio
 from scipy import signal
 
 from eclipse_lite.audio import (
+    audio_projection,
+    audio_windows,
+    encode_windows,
+    spectrogram_for_display,
+)
+from eclipse_lite.audio_encoders import (
     AudioEncoder,
     LogMel,
     PrecomputedAudio,
     ResNet18Audio,
     TinyAudioCNN,
     VGGSoundSpectrogram,
-    audio_projection,
-    audio_windows,
     build_audio_encoder,
-    encode_windows,
-    spectrogram_for_display,
 )
 from eclipse_lite.config import ModelConfig
 

@@ -4,9 +4,16 @@ import os
 
 import pytest
 
-from eclipse_lite.studies.bench import (count_flops, compare, format_table, frame_sweep, main, measure,
-                                parse_overrides)
+from eclipse_lite.cli import main
 from eclipse_lite.config import ModelConfig
+from eclipse_lite.studies.bench import (
+    compare,
+    count_flops,
+    format_table,
+    frame_sweep,
+    measure,
+    parse_overrides,
+)
 
 
 # ----------------------------------------------------------------------------- hand counts
@@ -155,9 +162,11 @@ def test_measure_isolated_reports_cpu_memory():
 
 def test_bench_command_at_ci_size(tmp_path):
     out = tmp_path / "bench"
-    main(["--preset", "ci", "--out", str(out), "--device", "cpu", "--batch", "2", "--steps", "1",
-          "--warmup", "0", "--no-isolate", "--sweep", "1,2", "--set", "num_frames=2"])
+    argv = ["bench", "--preset", "ci", "--out", str(out), "--device", "cpu", "--batch", "2", "--steps",
+            "1", "--warmup", "0", "--no-isolate", "--sweep", "1,2", "--set", "num_frames=2"]
+    assert main(argv) == 0
     bench = json.loads((out / "bench.json").read_text())
+    assert bench["command"].startswith("eclipse-lite bench --preset ci")
     assert bench["rows"]["eclipse"]["frames"] == 2 and bench["rows"]["video_only"]["frames"] == 6
     assert bench["rows"]["eclipse"]["infer"]["samples_per_s"] > 0
     assert bench["rows"]["eclipse"]["train"]["samples_per_s"] > 0
@@ -167,4 +176,4 @@ def test_bench_command_at_ci_size(tmp_path):
     assert (out / "bench.png").stat().st_size > 0
     assert not [p for p in os.listdir(out) if p.endswith(".tmp") or ".tmp." in p]
     with pytest.raises(SystemExit):
-        main(["--what", "everything"])
+        main(["bench", "--what", "everything"])

@@ -1,6 +1,8 @@
 """FeatureCache: stored per-frame features, their invalidation, and atomic writes."""
 import glob
+import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -8,13 +10,15 @@ import warnings
 
 import pytest
 import torch
+from data_fixtures import write_garbage, write_video
 
-from eclipse_lite.audio import build_audio_encoder, encode_windows
+from eclipse_lite.audio import encode_windows
+from eclipse_lite.audio_encoders import build_audio_encoder
 from eclipse_lite.config import ModelConfig
 from eclipse_lite.data import cache as cache_mod
 from eclipse_lite.data.cache import CacheSettings, FeatureCache, StaleCacheError, weights_hash
-from eclipse_lite.data.dataset import Item, RetrievalDataset, SkippedItemWarning
-from data_fixtures import write_garbage, write_video
+from eclipse_lite.data.dataset import RetrievalDataset
+from eclipse_lite.data.readers import Item, SkippedItemWarning
 
 SETTINGS = dict(num_frames=4, sample_rate=16000, window_s=2.0, encoder="stats")
 
@@ -127,7 +131,7 @@ def test_killed_process_leaves_no_visible_partial_file(tmp_path, videos):
         import os, sys, torch
         sys.path.insert(0, {os.path.dirname(__file__)!r})
         from eclipse_lite.data import cache as c
-        from eclipse_lite.data.dataset import Item
+        from eclipse_lite.data.readers import Item
         real_replace = os.replace
         def die(src, dst):
             if dst.endswith(".safetensors"):
@@ -180,19 +184,32 @@ def test_dataset_reads_the_cache(tmp_path, videos):
                          sampling="random", audio_features=cache)
 
 
-def test_optional_image_features(tmp_path, videos):
-    cache = FeatureCache(str(tmp_path / "cache"))
-    settings = dict(SETTINGS, image_size=16, image_encoder="pool")
-    pool = lambda frames: frames.mean(dim=(2, 3))  # noqa: E731  [T, 3, 16, 16] -> [T, 3]
-    cache.build(videos, Stats(), settings, progress=False, image_encoder_fn=pool)
-    image = cache.get_image("a")
-    assert image.shape == (4, 3) and torch.isfinite(image).all()
-    plain = FeatureCache(str(tmp_path / "plain"))
-    plain.build(videos, Stats(), SETTINGS, progress=False)
-    with pytest.raises(KeyError, match="no image features"):
-        plain.get_image("a")
-    with pytest.raises(ValueError, match="image_size"):
-        plain.build(videos, Stats(), SETTINGS, progress=False, image_encoder_fn=pool)
+def test_a_cache_of_another_format_is_refused_naming_the_folder(tmp_path, videos, monkeypatch):
+    """A folder written in an older format (here the one whose settings had image_* fields) is
+    never read or mixed with new entries: opening it says which folder to delete and rebuild."""
+    root = tmp_path / "cache"
+    old_format = cache_mod.CACHE_FORMAT - 1
+    monkeypatch.setattr(cache_mod, "CACHE_FORMAT", old_format)
+    FeatureCache(str(root)).build(videos, Stats(), SETTINGS, progress=False)
+    monkeypatch.undo()
+    settings_file = root / "settings.json"
+    stored = json.loads(settings_file.read_text())
+    stored["settings"].update(image_size=None, image_encoder="", image_encoder_hash="")
+    settings_file.write_text(json.dumps(stored))
+    for settings in (None, SETTINGS):
+        with pytest.raises(StaleCacheError,
+                           match=f"feature cache {re.escape(str(root))} is in cache format "
+                                 f"{old_format} .*delete the folder {re.escape(str(root))} and "
+                                 f"build the cache again"):
+            FeatureCache(str(root), settings=settings)
+    # its entries are stale even without the settings file, and build() replaces them
+    settings_file.unlink()
+    cache = FeatureCache(str(root), settings=SETTINGS)
+    with pytest.raises(StaleCacheError, match=f"'a'.*cache format {old_format} != "):
+        cache.get("a")
+    assert not cache.is_fresh("a", videos[0].video_path)
+    assert cache.build(videos, Stats(), SETTINGS, progress=False)["computed"] == 3
+    assert cache.get("a").shape == (4, 3)
 
 
 def test_settings_validation(tmp_path):
@@ -210,7 +227,8 @@ def test_fit_trains_from_the_cache_and_counts_the_items_it_skipped(tmp_path, vid
     """An ActivityNet-scale run reads per-frame audio embeddings from the cache, not the
     encoder; a broken video is left out of its batches and counted once per epoch."""
     from eclipse_lite.model import ECLIPSE
-    from eclipse_lite.train.core import TrainConfig, fit
+    from eclipse_lite.train.config import TrainConfig
+    from eclipse_lite.train.loop import fit
     broken = Item("broken", write_garbage(str(tmp_path / "broken.mp4")), ["x"])
     items = videos + [broken]
     cache = FeatureCache(str(tmp_path / "cache"))

@@ -27,11 +27,11 @@ def test_missing_data_dir_names_the_command_that_makes_it(capsys, tmp_path):
 
 
 def test_eval_checks_the_data_before_pretraining_and_refuses_ignored_settings(capsys, tmp_path, monkeypatch):
-    import eclipse_lite.cli as cli
+    import eclipse_lite.cli.run as cli_run
     from eclipse_lite.config import ModelConfig
     from eclipse_lite.model import ECLIPSE
     ECLIPSE(ModelConfig.preset("ci")).save_pretrained(tmp_path / "ckpt")
-    monkeypatch.setattr(cli, "_towers", lambda *a, **k: pytest.fail("pretrained before checking the data"))
+    monkeypatch.setattr(cli_run, "_towers", lambda *a, **k: pytest.fail("pretrained before checking the data"))
     assert main(["eval", "--checkpoint", str(tmp_path / "ckpt"), "--data", str(tmp_path / "none")]) == 2
     assert "eclipse-lite make-data --preset ci" in capsys.readouterr().err
     assert main(["eval", "--checkpoint", str(tmp_path / "ckpt"), "--data", str(tmp_path / "none"),
@@ -43,6 +43,8 @@ def test_eval_checks_the_data_before_pretraining_and_refuses_ignored_settings(ca
     (["bench", "--preset", "huge"], "known presets: ci, tiny, base"),
     (["saliency", "--data", "/nonexistent/bench", "--checkpoint", "/nonexistent/ckpt"], "save_pretrained"),
     (["demo", "--preset", "ci", "--set", "fusion=none"], "does not apply"),
+    (["oracle", "--data", "/nonexistent/bench"], "eclipse-lite make-data --out /nonexistent/bench"),
+    (["assignments", "/nonexistent/notebooks", "/nonexistent/out"], "no notebooks"),
 ])
 def test_errors_of_every_command_are_one_clear_line(capsys, argv, message):
     assert main(argv) == 2
@@ -105,6 +107,33 @@ def test_console_script_entry_point():
     assert out.returncode == 0 and "make-data" in out.stdout
 
 
+COMMANDS = ["make-data", "pretrain", "train", "eval", "cache-audio", "ablate", "bench", "saliency",
+            "report", "demo", "oracle", "loader-bench", "assignments"]
+
+
+def test_every_command_is_listed():
+    from eclipse_lite.cli import build_parser
+    [sub] = [a for a in build_parser()._actions if a.dest == "command"]
+    assert sorted(sub.choices) == sorted(COMMANDS)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_of_every_command(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: eclipse-lite {command}")
+
+
+def test_no_argument_parser_outside_the_cli():
+    """Every command is `eclipse-lite <command>`: argparse lives in eclipse_lite/cli/ only."""
+    from pathlib import Path
+    package = Path(__file__).resolve().parents[1] / "eclipse_lite"
+    outside = {str(p.relative_to(package)) for p in package.rglob("*.py")
+               if p.relative_to(package).parts[0] != "cli" and "argparse" in p.read_text()}
+    assert not outside, f"argparse outside eclipse_lite/cli/: {sorted(outside)}"
+
+
 # ------------------------------------------------------------------ real data, the base preset
 # a base-preset run at ci size: a random 2-layer CLIP (save_pretrained), the ci benchmark as real
 # manifests, 4 frames, 0.5 s audio windows through a random-weight VGGSound ResNet-18 (512-d)
@@ -130,7 +159,8 @@ def tiny_clip(tmp_path_factory):
 @pytest.fixture(scope="module")
 def vggsound_weights(tmp_path_factory):
     import torch
-    from eclipse_lite.audio import ResNet18Audio
+
+    from eclipse_lite.audio_encoders import ResNet18Audio
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("vggsound") / "resnet18.pth"
     torch.save(ResNet18Audio().state_dict(), path)
@@ -148,6 +178,7 @@ def audio_cache(ci_data, vggsound_weights, tmp_path_factory):
 def test_cache_audio_holds_the_vggsound_embeddings_of_every_video(ci_data, audio_cache, vggsound_weights,
                                                                   capsys):
     import torch
+
     from eclipse_lite.audio import encode_windows
     from eclipse_lite.config import ModelConfig
     from eclipse_lite.data import FeatureCache, RetrievalDataset, read_jsonl_manifest
@@ -171,8 +202,9 @@ def test_cache_audio_holds_the_vggsound_embeddings_of_every_video(ci_data, audio
 def test_base_train_then_eval_on_precomputed_audio(ci_data, tiny_clip, audio_cache, vggsound_weights,
                                                    tmp_path, monkeypatch):
     import math
-    import eclipse_lite.cli as cli
-    monkeypatch.setattr(cli, "_towers", lambda *a, **k: pytest.fail("base pretrained tiny towers"))
+
+    import eclipse_lite.cli.run as cli_run
+    monkeypatch.setattr(cli_run, "_towers", lambda *a, **k: pytest.fail("base pretrained tiny towers"))
     out = tmp_path / "run"
     assert main(["train", *BASE, "--clip", str(tiny_clip), "--data", str(ci_data),
                  "--audio-features", str(audio_cache), "--set", "epochs=1", "--set", "batch_size=4",
@@ -239,6 +271,7 @@ def test_a_video_missing_from_the_feature_cache_is_named(ci_data, tiny_clip, aud
                                                          capsys):
     import os
     import shutil
+
     from eclipse_lite.data import FeatureCache
     partial = tmp_path / "features"
     shutil.copytree(audio_cache, partial)

@@ -119,3 +119,19 @@ def test_hub_id_offline_says_how_to_use_a_local_dir(tmp_path, monkeypatch):
 def test_directory_without_config_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         el.ECLIPSE.from_clip(tmp_path)
+
+
+def test_text_token_states_equal_transformers(hf_dir):
+    from transformers import CLIPModel
+    hf = CLIPModel.from_pretrained(hf_dir, attn_implementation="eager").eval()
+    ours = el.ECLIPSE.from_clip(hf_dir, num_frames=4, audio_dim=16).eval()
+    ids, mask = ours.tokenize(["a dog barking loudly", "a red square slides in", ""])
+    with torch.no_grad():
+        states, pooled = ours.text.features(ids, mask)
+        assert torch.equal(pooled, ours.text(ids, mask))
+        feats = ours.text_features(ids, mask)
+        expected = hf.text_model(input_ids=ids, attention_mask=mask).last_hidden_state  # after ln_final
+    assert states.shape == feats.tokens.shape == (3, 64, 64)
+    assert torch.equal(feats.tokens, states)
+    real = mask.bool()
+    torch.testing.assert_close(states[real], expected[real], atol=1e-5, rtol=1e-5)

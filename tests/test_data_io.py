@@ -4,16 +4,29 @@ import os
 import numpy as np
 import pytest
 import torch
+from data_fixtures import (
+    frame_level,
+    tone,
+    truncate,
+    write_audio,
+    write_garbage,
+    write_video,
+    write_wav,
+)
 
-from eclipse_lite.data import io as dio
+from eclipse_lite.clip import clip_denormalize, clip_normalize
 from eclipse_lite.config import CLIP_MEAN, CLIP_STD
-from eclipse_lite.data.io import (DecodeError, read_audio, read_video, resize_frames,
-                                 to_clip_input)
-from eclipse_lite.data.sampling import (first_occurrence, frame_times, random_indices,
-                                        random_times, sample_indices, uniform_indices,
-                                        uniform_times)
-from data_fixtures import (frame_level, tone, truncate, write_audio, write_garbage, write_video,
-                           write_wav)
+from eclipse_lite.data import io as dio
+from eclipse_lite.data.io import DecodeError, read_audio, read_video, resize_frames
+from eclipse_lite.data.sampling import (
+    first_occurrence,
+    frame_times,
+    random_indices,
+    random_times,
+    sample_indices,
+    uniform_indices,
+    uniform_times,
+)
 
 needs_decord = pytest.mark.skipif(dio._decord is None, reason="decord not installed")
 
@@ -162,9 +175,9 @@ def test_resize_matches_clips_pil_bicubic_filter(media):
         resize_frames(clip.frames.astype(np.float32), 32)
 
 
-def test_to_clip_input_is_clips_mean_and_std_channels_first():
+def test_clip_normalize_is_clips_mean_and_std_channels_first():
     x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, 5, 7, 9, 3), np.uint8))
-    out = to_clip_input(x)
+    out = clip_normalize(x)
     assert out.shape == (2, 5, 3, 7, 9) and out.dtype == torch.float32
     mean = torch.tensor(CLIP_MEAN, dtype=torch.float64).view(3, 1, 1)
     std = torch.tensor(CLIP_STD, dtype=torch.float64).view(3, 1, 1)
@@ -174,11 +187,17 @@ def test_to_clip_input_is_clips_mean_and_std_channels_first():
     # features and trained models see the same inputs)
     scale, shift = (1 / (255 * std)).float(), (mean / std).float()
     assert torch.equal(out, x.movedim(-1, -3).float().mul_(scale).sub_(shift))
-    assert torch.equal(to_clip_input(x[0, 0]), out[0, 0])        # a single frame [H, W, 3]
+    assert torch.equal(clip_normalize(x[0, 0]), out[0, 0])        # a single frame [H, W, 3]
     with pytest.raises(ValueError, match="uint8"):
-        to_clip_input(x.float())
+        clip_normalize(x.float())
     with pytest.raises(ValueError, match=r"\[\.\.\., H, W, 3\]"):
-        to_clip_input(x[..., :2])
+        clip_normalize(x[..., :2])
+    # the formula as written (the pretraining's and the saliency study's arithmetic)
+    written = (x.float() / 255 - torch.tensor(CLIP_MEAN)) / torch.tensor(CLIP_STD)
+    assert torch.equal(clip_normalize(x, divide=True), written.movedim(-1, -3))
+    assert torch.equal(clip_normalize(x.numpy()), out)                  # numpy in, same numbers
+    back = clip_denormalize(out)                                        # [..., H, W, 3] in [0, 1]
+    assert back.shape == x.shape and torch.allclose(back * 255, x.float(), atol=1e-3)
 
 
 def test_resize_squashes_to_the_requested_size(media):

@@ -1,21 +1,29 @@
 """RetrievalDataset and the dataset readers, on fixtures written in each dataset's real format."""
 import csv
 import json
-import os
-import sys
 import warnings
 
 import numpy as np
 import pytest
 import torch
+from data_fixtures import frame_level, write_garbage, write_video
 from torch.utils.data import DataLoader
 
 from eclipse_lite.config import CLIP_MEAN, CLIP_STD, ModelConfig
-from eclipse_lite.data.dataset import (Item, RetrievalDataset, SkippedItemWarning, collate,
-                                        expand_compact, join_paragraph, read_activitynet, read_charades,
-                                        read_dataset, read_didemo, read_jsonl_manifest,
-                                        read_msrvtt, read_qvhighlights, read_youcook2)
-from data_fixtures import frame_level, write_garbage, write_video
+from eclipse_lite.data.dataset import RetrievalDataset, collate, expand_compact
+from eclipse_lite.data.readers import (
+    Item,
+    SkippedItemWarning,
+    join_paragraph,
+    read_activitynet,
+    read_charades,
+    read_dataset,
+    read_didemo,
+    read_jsonl_manifest,
+    read_msrvtt,
+    read_qvhighlights,
+    read_youcook2,
+)
 
 
 def tiny(path, n_frames=4, audio=False):
@@ -149,7 +157,7 @@ def test_compact_batches_expand_to_the_same_tensors(clips):
                          collate_fn=collate).__iter__().__next__()
     assert raw["frames_uint8"].dtype == torch.uint8 and "audio" not in raw
     assert raw["waveform_length"].tolist()[2] == 0  # the silent video
-    assert raw["waveform"].is_shared()  # collated straight into shared memory in the worker
+    assert raw["waveform"].is_shared()  # it left the worker through shared memory
     with pytest.warns(SkippedItemWarning, match="'x'"):
         in_process = collate([compact_ds[i] for i in range(len(items))])
     assert torch.equal(in_process["waveform"], raw["waveform"])
@@ -166,7 +174,7 @@ def test_compact_batches_expand_to_the_same_tensors(clips):
 
 
 def test_compact_batches_train(clips):
-    from eclipse_lite.train.core import batch_inputs
+    from eclipse_lite.train.step import batch_inputs
 
     cfg = ModelConfig.preset("ci")
     items = [Item("g", clips["good"], ["a dog"]), Item("g2", clips["good2"], ["a cat"])]
@@ -454,26 +462,13 @@ def test_read_dataset_dispatch(tmp_path):
 
 
 def test_throughput_bench_runs(tmp_path, capsys):
-    """The bench command end to end on two 3 s videos it writes itself (the figure is not
-    checked: it depends on the machine)."""
-    from eclipse_lite.studies import loader_bench as bench
+    """`eclipse-lite loader-bench` end to end on two 3 s videos it writes itself (the figure is
+    not checked: it depends on the machine)."""
+    from eclipse_lite.cli import main
 
-    result = bench.main(["--make", "2", "--out", str(tmp_path / "bench"), "--duration", "3",
-                         "--size", "32", "--frames", "4", "--workers", "0", "--image-size", "32",
-                         "--window", "1", "--batch-size", "1"])
+    assert main(["loader-bench", "--make", "2", "--out", str(tmp_path / "bench"), "--duration", "3",
+                 "--size", "32", "--frames", "4", "--workers", "0", "--image-size", "32",
+                 "--window", "1", "--batch-size", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["clips"] == 4 and result["skipped"] == 0 and result["clips_per_s"] > 0
-    assert "clips/s" in capsys.readouterr().out
     assert len(list((tmp_path / "bench").glob("*.mp4"))) == 2
-
-
-def test_keep_freed_memory():
-    from eclipse_lite.data.heap import keep_freed_memory
-
-    with pytest.raises(ValueError, match="positive"):
-        keep_freed_memory(0)
-    kept = keep_freed_memory()
-    assert isinstance(kept, bool)
-    if sys.platform.startswith("linux") and os.path.exists("/lib/x86_64-linux-gnu/libc.so.6"):
-        assert kept  # glibc accepts both settings
-    big = torch.ones(8 << 20)  # 32 MB: served from the heap now; still a normal tensor
-    assert float(big.sum()) == 8 << 20

@@ -18,8 +18,12 @@ from torch.utils.data import Dataset, default_collate
 
 import eclipse_lite as el
 from eclipse_lite.config import ModelConfig
-from eclipse_lite.train.distributed import (ShardedBatchSampler, ShardedEvalSampler, epoch_permutation,
-                                      shard_bounds)
+from eclipse_lite.train.distributed import (
+    ShardedBatchSampler,
+    ShardedEvalSampler,
+    epoch_permutation,
+    shard_bounds,
+)
 
 GRAD_NAMES = ("logit_scale", "visual.blocks.0.attn.q_proj.weight", "av_blocks.1.a2v_proj.weight",
               "text.proj.weight", "audio_proj.weight")
@@ -82,6 +86,7 @@ def everything(module_fn, items, out_dir):
 def worker(out: Path) -> None:
     """Body of each torchrun process."""
     from torch.nn.parallel import DistributedDataParallel
+
     from eclipse_lite.train.distributed import cleanup_distributed, init_distributed
     torch.use_deterministic_algorithms(True, warn_only=True)
     from eclipse_lite.train.distributed import main_process_first

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import eclipse_lite as el
+from eclipse_lite.attention import a2v_attention, attention_weights, scaled_dot_product_attention
 from eclipse_lite.config import ModelConfig
 
 FUSIONS = ["eclipse", "a2v", "joint", "none", "audio_only"]
@@ -222,3 +223,64 @@ def test_av_layers_subset_and_save_load_roundtrip(tmp_path):
     assert again.config == model.config
     for (n, a), b in zip(model.state_dict().items(), again.state_dict().values()):
         torch.testing.assert_close(a, b, msg=n)
+
+
+# ------------------------------------------------------------------ attention pieces
+def test_attention_weights_is_eq1_softmax_used_by_both_written_out_attentions():
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 5, 8, generator=g) for _ in range(3))
+    mask = torch.rand(2, 1, 5, 5, generator=g) > 0.4
+    mask[0, 0, 1] = False                                   # a query row with no key at all
+    scores = q @ k.transpose(-2, -1) / 8 ** 0.5
+    assert torch.equal(attention_weights(q, k), scores.softmax(-1))
+    w = attention_weights(q, k, mask)
+    assert torch.equal(w[0, :, 1], torch.zeros(3, 5))
+    some_key = mask.any(-1).expand(2, 3, 5)
+    torch.testing.assert_close(w.sum(-1)[some_key], torch.ones(int(some_key.sum())))
+    out, weights = scaled_dot_product_attention(q, k, v, mask)
+    assert torch.equal(weights, w) and torch.equal(out, w @ v)
+
+
+def test_single_audio_key_shortcut_equals_the_general_path_and_the_old_outputs():
+    model = make("eclipse")
+    block = model.av_blocks["0"]
+    with torch.no_grad():
+        for p in (block.a2v_proj.weight, block.a2v_proj.bias):
+            p.normal_(0, 0.2, generator=torch.Generator().manual_seed(2))
+        g = torch.Generator().manual_seed(4)
+        video, audio = torch.randn(6, 17, 64, generator=g), torch.randn(6, 1, 64, generator=g)
+        vn, an = block.norm_video(video), block.norm_audio(audio)
+        mask = torch.tensor([[1.], [0.], [1.], [1.], [0.], [1.]])
+        attn = block.a2v_attn
+        for m in (None, mask):
+            fast = a2v_attention(attn, vn, an, m, proj=block.a2v_proj)
+            general, _ = a2v_attention(attn, vn, an, m, need_weights=True, proj=block.a2v_proj)
+            assert fast.shape == general.shape == (6, 17, 64)
+            torch.testing.assert_close(fast, general, atol=1e-6, rtol=1e-5)
+            torch.testing.assert_close(a2v_attention(attn, vn, an, m), attn(vn, an, mask=None if m is None
+                                       else (m > 0)[:, None, None, :]), atol=1e-6, rtol=1e-5)
+        # bit-identical to the shortcut AudioVisualBlock took before it moved into a2v_attention
+        old = block.a2v_proj(attn.out_proj(attn.v_proj(an))).expand(-1, 17, -1)
+        assert torch.equal(a2v_attention(attn, vn, an, torch.ones(6, 1), proj=block.a2v_proj), old)
+        dv, _, _ = block(video, audio, mask)
+        assert torch.equal(dv, old * mask[:, :, None])
+
+
+# ------------------------------------------------------------------ text length
+def test_padding_beyond_context_length_is_cut_and_real_tokens_are_not():
+    model = make("none", context_length=64).eval()
+    texts = ["a dog barks", "First a cow moos off screen, then a red square slides in."]
+    ids77, mask77 = el.tokenize(texts)                    # CLIP's default 77
+    ids64, mask64 = model.tokenize(texts)
+    assert ids64.shape == (2, 64)
+    assert torch.equal(ids64, el.tokenize(texts, context_length=64)[0])
+    assert torch.equal(mask64, el.tokenize(texts, context_length=64)[1])
+    with torch.no_grad():
+        assert torch.equal(model.encode_text(ids77, mask77), model.encode_text(ids64, mask64))
+        assert torch.equal(model.text_features(ids77, mask77).mask, mask64)
+    long_ids, long_mask = el.tokenize(["a" + " very" * 70 + " long caption"])
+    assert int(long_mask.sum()) == 75
+    with pytest.raises(ValueError, match=r"text has 75 real tokens \(attention_mask 1\) but context_length is 64"):
+        model.encode_text(long_ids, long_mask)
+    with pytest.raises(ValueError, match="text has 77 tokens .*context_length is 64"):
+        model.encode_text(ids77)                           # no mask: every position counts

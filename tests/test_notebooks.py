@@ -27,6 +27,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 import pytest
 from script_loader import load_script
 
+from eclipse_lite.course.runs import notebook_out
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -245,7 +247,7 @@ def test_expectation_tables_catch_bad_metrics():
 @pytest.fixture(scope="session")
 def ci_benchmark(tmp_path_factory) -> Path:
     """The ci benchmark, made once per session (pretrained towers get cached inside it)."""
-    from eclipse_lite.studies.demo import ensure_benchmark
+    from eclipse_lite.data.benchmark import ensure_benchmark
     folder = os.environ.get("NOTEBOOK_TEST_DATA") or tmp_path_factory.getbasetemp() / "ci-benchmark"
     return Path(ensure_benchmark("ci", Path(folder), progress=False)).resolve()
 
@@ -317,7 +319,7 @@ def test_conventions(path):
         values[node.targets[0].id] = ast.literal_eval(node.value)
     assert set(values) == set(run_notebooks.PARAMETER_NAMES), \
         f"parameters must be exactly {run_notebooks.PARAMETER_NAMES}, got {sorted(values)}"
-    assert values["OUT_DIR"] == f"runs/notebooks/{path.stem}"
+    assert values["OUT_DIR"] == str(notebook_out(path.stem))       # where course.runs looks
     for name, default in DEFAULTS.items():
         assert values[name] == default, f"default {name} = {values[name]!r}, expected {default!r}"
     assert check_clean.problems(nb) == [], f"{path.name} is stored with run state"
@@ -390,7 +392,7 @@ def test_runs_at_ci(path, ci_runs):
 def test_03_leaves_the_audio_encoder_and_the_clips_cached_for_04(ci_runs, monkeypatch):
     """Notebook 03 pretrains the audio encoder into the folder notebook 04's pretrained_towers
     reads (``DATA_DIR/pretrained/<preset>-<key>/``), so that 04 only pretrains CLIP, and leaves
-    every split decoded and embedded with it in ``DATA_DIR/cache/``, the cache 04's load_clips reads."""
+    every split decoded and embedded with it in ``DATA_DIR/cache/``, the cache 04's load_benchmark reads."""
     from eclipse_lite.config import ModelConfig
     from eclipse_lite.data.synth import generate as synth
     from eclipse_lite.studies.demo import pretrain_config_for
@@ -401,7 +403,7 @@ def test_03_leaves_the_audio_encoder_and_the_clips_cached_for_04(ci_runs, monkey
     assert (folder / "audio.safetensors").exists() and (folder / "audio_info.json").exists(), \
         f"03 left no audio encoder in {folder}"
     import eclipse_lite.data.memory as memory
-    from eclipse_lite.studies.demo import SPLITS, load_clips
+    from eclipse_lite.data.benchmark import SPLITS, load_benchmark
     from eclipse_lite.train.pretrain import pretrained_audio_encoder
     encoder, info = pretrained_audio_encoder(cfg, ci_runs.data_dir / "pretrained", pretrain_config_for("ci"),
                                              progress=False)
@@ -411,7 +413,7 @@ def test_03_leaves_the_audio_encoder_and_the_clips_cached_for_04(ci_runs, monkey
         pytest.fail(f"03 left no decoded clips for 04 in {ci_runs.data_dir / 'cache'}")
 
     monkeypatch.setattr(memory, "materialize", must_not_decode)
-    clips = load_clips(ci_runs.data_dir, cfg, encoder, progress=False)   # what 04 asks for
+    clips = load_benchmark(ci_runs.data_dir, cfg, encoder, progress=False)   # what 04 asks for
     assert set(clips) == set(SPLITS)
 
 

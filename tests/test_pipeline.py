@@ -1,4 +1,4 @@
-"""eclipse_lite.studies.demo.finetuned: the notebooks train a model once and then share it, but never
+"""eclipse_lite.course.runs.finetuned: the notebooks train a model once and then share it, but never
 reuse a run of another model, another recipe, an unfinished one, or one older than the data."""
 import inspect
 import json
@@ -6,11 +6,12 @@ import os
 from pathlib import Path
 
 import torch
+from test_train import Pairs, tc_
 
 import eclipse_lite as el
 from eclipse_lite.config import ModelConfig
-from eclipse_lite.studies.demo import earlier_runs, fine_tune, finetuned, finished_run, run_demo
-from test_train import Pairs, tc_
+from eclipse_lite.course.runs import earlier_runs, finetuned, finished_run, notebook_out
+from eclipse_lite.studies.demo import fine_tune, run_demo
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,12 +75,12 @@ def test_finetuned_trains_once_then_reuses_only_a_matching_finished_run(tmp_path
 
 
 def test_earlier_runs_are_where_the_demo_and_notebook_04_write_their_models():
-    """finetuned's reuse list must follow run_demo's default out and notebook 04's OUT_DIR."""
+    """finetuned's reuse list follows run_demo's default out and the notebooks' OUT_DIR rule
+    (runs/notebooks/<name>, which tests/test_notebooks.py checks in every parameters cell)."""
     demo_out = inspect.signature(run_demo).parameters["out"].default
-    nb = json.loads((ROOT / "notebooks" / "04_contrastive_training.ipynb").read_text())
-    params = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
-    namespace = {}
-    exec("".join(params["source"]), namespace)
     tc = tc_()
-    assert earlier_runs("none", 3, tc) == [(Path(demo_out) / "models" / "none-seed3", None),
-                                           (Path(namespace["OUT_DIR"]) / "models" / "none", tc)]
+    assert notebook_out("04_contrastive_training") == Path("runs/notebooks/04_contrastive_training")
+    assert (ROOT / "notebooks" / "04_contrastive_training.ipynb").exists()
+    assert earlier_runs("none", 3, tc) == [
+        (Path(demo_out) / "models" / "none-seed3", None),
+        (notebook_out("04_contrastive_training") / "models" / "none", tc)]

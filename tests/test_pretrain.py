@@ -8,18 +8,25 @@ import pytest
 import torch
 
 import eclipse_lite.train.pretrain as pretrain_module
-from eclipse_lite.audio import build_audio_encoder
+from eclipse_lite.audio_encoders import build_audio_encoder
 from eclipse_lite.checkpoints import atomic_save_safetensors, read_state_dict
+from eclipse_lite.clip import clip_normalize
 from eclipse_lite.config import ModelConfig
 from eclipse_lite.data.synth import generate as synth
-from eclipse_lite.data.synth.generate import pretrain_rng, sample_frame_caption
 from eclipse_lite.data.synth.captions import sound_caption
+from eclipse_lite.data.synth.generate import pretrain_rng, sample_frame_caption
 from eclipse_lite.data.synth.sounds import SOUND_PHRASES
 from eclipse_lite.model import ECLIPSE
 from eclipse_lite.studies.demo import pretrain_config_for
-from eclipse_lite.train.pretrain import (PretrainConfig, init_from_pretrained, pretrain_clip,
-                                   pretrained_audio_encoder, pretrained_towers, sound_text_bank)
 from eclipse_lite.tokenizer import tokenize
+from eclipse_lite.train.pretrain import (
+    PretrainConfig,
+    init_from_pretrained,
+    pretrain_clip,
+    pretrained_audio_encoder,
+    pretrained_towers,
+    sound_text_bank,
+)
 
 CLASSES = ["bell", "cow", "siren", "dog"]
 
@@ -121,7 +128,7 @@ def test_mixed_captions_name_a_sound_and_match_frame_plus_sound(monkeypatch):
     bank = _one_sound_bank(cfg)
     rng = np.random.default_rng(0)
     pairs = [sample_frame_caption(rng, cfg.image_size) for _ in range(6)]
-    frames = pretrain_module.normalise_frames(np.stack([p[0] for p in pairs]))[:, None]
+    frames = clip_normalize(np.stack([p[0] for p in pairs]), divide=True)[:, None]
     captions = [p[1] for p in pairs]
     seen = []
     real_tokenize = pretrain_module.tokenize

@@ -10,10 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from eclipse_lite.studies import saliency as S
 from eclipse_lite.attention import v2a_attention
+from eclipse_lite.cli import main
 from eclipse_lite.config import ModelConfig
 from eclipse_lite.model import ECLIPSE
+from eclipse_lite.studies import saliency as S
+from eclipse_lite.studies.saliency import media
 
 sys.path.insert(0, os.path.dirname(__file__))
 from data_fixtures import write_video  # noqa: E402
@@ -208,10 +210,11 @@ def test_saliency_command_scores_and_draws(tmp_path):
         json.dumps({"video": f"videos/v{k}.mp4", "captions": ["a square"], "id": f"v{k}"}) + "\n"
         for k in range(2)))
     out = tmp_path / "out"
-    with pytest.warns(UserWarning, match="randomly initialised"):
-        result = S.main(["--preset", "ci", "--data", str(data), "--out", str(out), "--seeds", "0,1",
-                         "--frames-per-event", "3", "--device", "cpu", "--gif-frames", "6",
-                         "--display-size", "48", "--pictures", "1"])
+    with pytest.warns(UserWarning, match="randomly initialised"):        # the command line
+        assert main(["saliency", "--preset", "ci", "--data", str(data), "--out", str(out), "--seeds",
+                     "0,1", "--frames-per-event", "3", "--device", "cpu", "--gif-frames", "6",
+                     "--display-size", "48", "--pictures", "1"]) == 0
+    result = json.loads((out / "saliency_scores.json").read_text())
     assert result["frames_scored"] == [6, 6]        # 3 frames per event, one event per video
     methods = set(result["summary"])
     assert methods == {"dot", "dot_projected", "v2a", "dot_shuffled_audio",
@@ -230,15 +233,15 @@ def test_saliency_command_scores_and_draws(tmp_path):
         assert gif.n_frames == 6
 
     # a fine-tuned checkpoint whose frozen audio encoder sits in the benchmark's pretrained cache
-    from eclipse_lite.audio import build_audio_encoder
+    from eclipse_lite.audio_encoders import build_audio_encoder
     from eclipse_lite.checkpoints import atomic_save_safetensors
     cfg = ModelConfig.preset("ci")
     torch.manual_seed(1)
     ECLIPSE(cfg).save_pretrained(tmp_path / "run" / "best")
     encoder = build_audio_encoder(cfg)
     atomic_save_safetensors(encoder.state_dict(), data / "pretrained" / "ci-abc" / "audio.safetensors")
-    got = S.main(["--checkpoint", str(tmp_path / "run" / "best"), "--data", str(data), "--out",
-                  str(tmp_path / "out2"), "--seeds", "3", "--methods", "dot", "--pictures", "0"])
+    got = S.run(checkpoints=[str(tmp_path / "run" / "best")], data=str(data),       # the function
+                out=str(tmp_path / "out2"), seeds=[3], methods=["dot"], pictures=0)
     assert got["audio_encoders"] == [str(data / "pretrained" / "ci-abc" / "audio.safetensors")]
     assert got["seeds"] == [3] and set(got["summary"]) == {"dot", "dot_shuffled_audio",
                                                             "centre_prior", "random"}
@@ -268,13 +271,13 @@ def test_pick_frames_skips_ambiguous_frames_and_other_kinds():
         _event("seen_heard", (1.0, 3.0), [0.6, 0.6, 1.0, 1.0], (1.0, 3.0)),   # overlaps 1-2 s
         _event("brief", (3.0, 4.0), [0.3, 0.3, 0.6, 0.6], (2.5, 4.5))]}
     times = np.arange(16) / 4.0
-    picked = S._pick_frames(plan, times, per_event=10, seed=0, video_index=0)
+    picked = S.pick_frames(plan, times, per_event=10, seed=0, video_index=0)
     assert [(k, e) for k, e, _ in picked] == [(0, 0), (1, 0), (2, 0), (3, 0),
                                               (8, 1), (9, 1), (10, 1), (11, 1)]
-    with_brief = S._pick_frames(plan, times, 10, 0, 0, kinds=("seen_heard", "brief"))
+    with_brief = S.pick_frames(plan, times, 10, 0, 0, kinds=("seen_heard", "brief"))
     assert [k for k, e, _ in with_brief if e == 2] == [12, 13, 14, 15]
-    two = S._pick_frames(plan, times, per_event=2, seed=5, video_index=0)
-    assert len(two) == 4 and two == S._pick_frames(plan, times, 2, 5, 0)   # seeded
+    two = S.pick_frames(plan, times, per_event=2, seed=5, video_index=0)
+    assert len(two) == 4 and two == S.pick_frames(plan, times, 2, 5, 0)   # seeded
 
 
 def _mux_tone(out, stream, seconds, rate, freq=440.0):
@@ -348,9 +351,9 @@ def test_frames_boxes_and_maps_line_up(tmp_path, monkeypatch):
         pooled = F.avg_pool2d(grey, cfg.patch_size)[:, 0]
         return {m: pooled.reshape(*frames.shape[:2], *pooled.shape[-2:]) for m in methods}
 
-    monkeypatch.setattr(S, "compute_maps", brightness)
+    monkeypatch.setattr(media, "compute_maps", brightness)   # what frame_maps calls
     torch.manual_seed(0)
-    from eclipse_lite.audio import build_audio_encoder
+    from eclipse_lite.audio_encoders import build_audio_encoder
     result = S.evaluate_localisation(ECLIPSE(cfg), build_audio_encoder(cfg), videos, seeds=(0, 1),
                                      frames_per_event=6, methods=("dot",), progress=False)
     assert result["frames_scored"] == [18, 18]

@@ -9,12 +9,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from eclipse_lite.cli import main
+from eclipse_lite.data.synth import generate as synth
 from eclipse_lite.data.synth import oracle as oracle_mod
-from eclipse_lite.data.synth import generate as synth, plan as synth_plan
-from eclipse_lite.data.synth.generate import (EVENT_KINDS, SIZES, SOUND_CLASSES, VISUAL_CLASSES, box_at,
-                                     make_benchmark, pretrain_rng, sample_frame_caption,
-                                     sample_sound_clip)
+from eclipse_lite.data.synth import plan as synth_plan
 from eclipse_lite.data.synth.captions import MOTION_WORDS, PLACE_WORDS
+from eclipse_lite.data.synth.generate import (
+    EVENT_KINDS,
+    SIZES,
+    SOUND_CLASSES,
+    VISUAL_CLASSES,
+    box_at,
+    make_benchmark,
+    pretrain_rng,
+    sample_frame_caption,
+    sample_sound_clip,
+)
 from eclipse_lite.data.synth.plan import FRAME_GRID, uniform_frame_times
 from eclipse_lite.data.synth.sounds import RECORDED_CLASSES, SOUND_PHRASES
 from eclipse_lite.data.synth.visuals import COLOURS, SHAPES
@@ -364,10 +374,10 @@ def test_oracle_cli_on_ci(ci_dir, capsys):
     result = oracle_mod.run_oracle(ci_dir)
     for m in oracle_mod.MODALITIES:
         assert 0.0 <= result[m]["R@1"] <= result[m]["R@5"] <= 100.0
-    assert oracle_mod.main(["--data", str(ci_dir)]) == 0
+    assert main(["oracle", "--data", str(ci_dir)]) == 0
     out = capsys.readouterr().out
     assert "| audio |" in out and "| video |" in out and "| both |" in out
-    with pytest.raises(FileNotFoundError, match="eclipse_lite.data.synth.generate"):
+    with pytest.raises(FileNotFoundError, match="eclipse-lite make-data"):
         oracle_mod.run_oracle(ci_dir / "missing")
 
 

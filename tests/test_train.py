@@ -16,6 +16,8 @@ import eclipse_lite.train.loop as loop_mod
 import eclipse_lite.train.results as results_mod
 import eclipse_lite.train.state as state_mod
 from eclipse_lite.config import ModelConfig
+from eclipse_lite.heads import MeanHead
+from eclipse_lite.model import TextFeatures, VideoFeatures
 from eclipse_lite.studies.memory import estimate_peak_memory
 from eclipse_lite.train.config import TrainConfig, resolve_precision
 from eclipse_lite.train.evaluate import evaluate
@@ -253,7 +255,7 @@ def test_mixed_precision_paths_run_on_cpu(precision, tmp_path):
 
 
 def test_frozen_and_trained_audio_encoder_on_raw_windows():
-    from eclipse_lite.audio import build_audio_encoder
+    from eclipse_lite.audio_encoders import build_audio_encoder
     cfg = ModelConfig.preset("ci")
     samples = int(cfg.sample_rate * cfg.audio_window_s)
     ds = Pairs(8, cfg=cfg, raw_audio_samples=samples)
@@ -391,7 +393,7 @@ def test_a_crash_while_saving_leaves_the_previous_last_loadable(tmp_path, monkey
             raise KeyboardInterrupt("killed between renames")
         return real_replace(src, dst)
 
-    monkeypatch.setattr(state_mod.os, "replace", dying_replace)
+    monkeypatch.setattr(os, "replace", dying_replace)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(tmp_path / "last", model, {"global_step": 3}, opt)
     monkeypatch.undo()
@@ -459,6 +461,19 @@ class Oracle(nn.Module):
 
     def encode_text(self, ids, mask=None):
         return self.one_hot(torch.tensor([self.table[tuple(r.tolist())] for r in ids]))
+
+    # what evaluate reads: the features and the model's similarity head
+    head = MeanHead()
+
+    def video_features(self, frames, audio=None, frame_mask=None, audio_mask=None):
+        emb = self.encode_video(frames)
+        return VideoFeatures(video_emb=emb, frame_emb=emb[:, None], frame_mask=torch.ones(len(emb), 1))
+
+    def text_features(self, ids, mask=None):
+        return TextFeatures(text_emb=self.encode_text(ids), tokens=None, mask=mask)
+
+    def similarity(self, text, video):
+        return self.head(text, video)
 
 
 def indexed_pairs(n):

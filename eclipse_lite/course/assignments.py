@@ -25,23 +25,21 @@ cell, the function the marker sits in, or ``"<notebook> cell <i>"``.
 
 Command line (``make assignments``)::
 
-    python -m eclipse_lite.course.assignments notebooks notebooks/assignments [--all]
+    eclipse-lite assignments notebooks notebooks/assignments [--all]
 
 writes one student notebook per source notebook that has exercises (``--all``: also copies the
 others, stripped, so that students get the whole course in one folder).
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
-import os
 import re
-import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
+
+from eclipse_lite.files import atomic_path
 
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
@@ -242,26 +240,16 @@ def fill_exercises(student, exercises: Sequence[Exercise], names: Optional[Seque
 
 
 def _write_notebook(nb, path: Path) -> None:
-    import nbformat
+    import nbformat  # the dev extra (pyproject [dev]): only the course tools read notebooks
     node = nbformat.from_dict(nb)
     nbformat.validate(node)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".ipynb.tmp")
-    os.close(fd)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)                  # mkstemp's 0600 -> a normal file's mode
+    with atomic_path(path) as tmp:
         nbformat.write(node, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def read_notebook(path: Path):
     """Read a notebook with ``nbformat`` (version 4)."""
-    import nbformat
+    import nbformat  # the dev extra (pyproject [dev]): only the course tools read notebooks
     return nbformat.read(str(path), as_version=4)
 
 
@@ -285,29 +273,3 @@ def generate(src_dir: Path, out_dir: Path, include_all: bool = False) -> Dict[st
         _write_notebook(student, out_dir / name)
         written[name] = names
     return written
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m eclipse_lite.course.assignments",
-        description="Write student notebooks: every ### BEGIN SOLUTION ... ### END SOLUTION region "
-                    "replaced with raise NotImplementedError, grading cells kept, outputs stripped.")
-    parser.add_argument("src", type=Path, help="folder of source notebooks (e.g. notebooks)")
-    parser.add_argument("out", type=Path, help="folder for the student notebooks (e.g. notebooks/assignments)")
-    parser.add_argument("--all", action="store_true",
-                        help="also copy (stripped) the notebooks that have no exercise")
-    args = parser.parse_args(argv)
-    try:
-        written = generate(args.src, args.out, include_all=args.all)
-    except (AssignmentError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    total = sum(len(v) for v in written.values())
-    for name, names in written.items():
-        print(f"{args.out / name}: {len(names)} exercise(s){': ' + ', '.join(names) if names else ''}")
-    print(f"{len(written)} notebook(s), {total} exercise(s) in {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,8 +8,7 @@ would dominate the cost, so :class:`FeatureCache` stores, per video, one safeten
   "audio"       float32 [T, A]  audio embedding of each frame's window (zero where no audio),
   "audio_mask"  float32 [T]     1 where the window overlaps real audio,
   "frame_times" float32 [T]     the frames' times (s), to check alignment with decoded frames,
-  "frame_mask"  float32 [T]     0 on repeated frames,
-  "image"       float32 [T, D]  optional per-frame image features (frozen-backbone runs).
+  "frame_mask"  float32 [T]     0 on repeated frames.
 
 Each file carries its key in the safetensors metadata: the video's absolute path, size and
 modification time, and the :class:`CacheSettings` (frames, sampling, audio window, sample rate,
@@ -17,16 +16,19 @@ encoder name and a hash of its weights). :meth:`FeatureCache.get` recomputes the
 a stale entry (:class:`StaleCacheError`); :meth:`FeatureCache.build` recomputes exactly the
 stale and missing ones. Files are written atomically (temporary file, fsync, ``os.replace``):
 a crash mid-write never leaves a partial file where a reader looks.
+
+A folder written in another :data:`CACHE_FORMAT` is refused when opened (:class:`StaleCacheError`
+naming the folder): delete it and build it again; entries of two formats are never mixed.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import hashlib
 import json
 import os
 import re
-import uuid
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -37,11 +39,14 @@ from safetensors import safe_open
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
 
+from eclipse_lite.audio import audio_windows
 from eclipse_lite.config import ModelConfig
-from eclipse_lite.data.io import DecodeError, read_audio, read_video, to_clip_input
+from eclipse_lite.data.io import DecodeError, read_audio, read_video
+from eclipse_lite.files import atomic_write_bytes, is_stale_temporary
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2   # part of every entry's key and of settings.json
 _SETTINGS_FILE = "settings.json"
 _TMP_PATTERN = ".*.tmp"
 
@@ -67,7 +72,6 @@ class CacheSettings:
     sample_rate, window_s, placement: the audio window around each frame
       (``eclipse_lite.audio.audio_windows``).
     encoder, encoder_hash: the audio encoder's name and :func:`weights_hash` of its weights.
-    image_size, image_encoder, image_encoder_hash: the same for optional image features.
     """
 
     num_frames: int
@@ -77,9 +81,6 @@ class CacheSettings:
     placement: str = "centred"
     encoder: str = ""
     encoder_hash: str = ""
-    image_size: Optional[int] = None
-    image_encoder: str = ""
-    image_encoder_hash: str = ""
 
     def __post_init__(self) -> None:
         if int(self.num_frames) <= 0:
@@ -106,6 +107,7 @@ class CacheSettings:
         return cls(**args)
 
     def to_dict(self) -> Dict[str, Any]:
+        """The fields as a JSON-ready dict (stored in settings.json and in every entry)."""
         return dataclasses.asdict(self)
 
 
@@ -121,6 +123,7 @@ def weights_hash(module: Union[torch.nn.Module, Mapping[str, torch.Tensor]]) -> 
 
 
 def _as_settings(settings: Union[CacheSettings, Mapping[str, Any]]) -> CacheSettings:
+    """``settings`` as :class:`CacheSettings`; ``ValueError`` naming unknown fields of a dict."""
     if isinstance(settings, CacheSettings):
         return settings
     known = {f.name for f in dataclasses.fields(CacheSettings)}
@@ -131,12 +134,14 @@ def _as_settings(settings: Union[CacheSettings, Mapping[str, Any]]) -> CacheSett
 
 
 def _video_stat(path: str) -> Dict[str, Any]:
+    """The video's part of an entry key: absolute path, size (bytes), mtime (ns)."""
     st = os.stat(path)
     return {"video_path": os.path.abspath(path), "size": int(st.st_size),
             "mtime_ns": int(st.st_mtime_ns)}
 
 
 def _entry_key(stat: Mapping[str, Any], settings: CacheSettings) -> str:
+    """SHA-256 (hex) of :data:`CACHE_FORMAT`, the video's stat and the settings."""
     blob = json.dumps({"format": CACHE_FORMAT, "video": dict(stat),
                        "settings": settings.to_dict()}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -150,23 +155,6 @@ def _metadata(data: bytes) -> Dict[str, str]:
         return json.loads(data[8:8 + n]).get("__metadata__") or {}
     except (ValueError, UnicodeDecodeError):
         return {}
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one:
-    a hidden temporary file in the same folder, flushed and fsynced, then ``os.replace``."""
-    folder, name = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 class FeatureCache:
@@ -185,12 +173,27 @@ class FeatureCache:
         self.root = os.path.abspath(os.fspath(root))
         os.makedirs(self.root, exist_ok=True)
         self.settings: Optional[CacheSettings] = None
+        stored = self._read_settings_file()
         if settings is not None:
             self.settings = _as_settings(settings)
-        elif os.path.exists(os.path.join(self.root, _SETTINGS_FILE)):
-            with open(os.path.join(self.root, _SETTINGS_FILE), encoding="utf-8") as f:
-                self.settings = _as_settings(json.load(f)["settings"])
+        elif stored is not None:
+            self.settings = _as_settings(stored["settings"])
         self.failed: List[Tuple[str, str]] = []
+
+    def _read_settings_file(self) -> Optional[Dict[str, Any]]:
+        """``settings.json`` of ``root`` (None when there is none); :class:`StaleCacheError`
+        when it was written in another :data:`CACHE_FORMAT`."""
+        path = os.path.join(self.root, _SETTINGS_FILE)
+        if not os.path.exists(path):
+            return None
+        with open(path, encoding="utf-8") as f:
+            stored = json.load(f)
+        if stored.get("format") != CACHE_FORMAT:
+            raise StaleCacheError(
+                f"feature cache {self.root} is in cache format {stored.get('format')} and this "
+                f"code reads format {CACHE_FORMAT} only: delete the folder {self.root} and build "
+                f"the cache again (FeatureCache.build, or `eclipse-lite cache-audio`)")
+        return stored
 
     # ---------------------------------------------------------------- paths and keys
     def path_for(self, video_id: str) -> str:
@@ -200,6 +203,7 @@ class FeatureCache:
         return os.path.join(self.root, f"{safe}-{digest}.safetensors")
 
     def _stored_key(self, path: str) -> Optional[Dict[str, str]]:
+        """The safetensors metadata of the entry file at ``path``; None if it cannot be read."""
         try:
             with safe_open(path, framework="pt") as f:
                 return f.metadata() or {}
@@ -240,15 +244,8 @@ class FeatureCache:
         """Cached per-frame audio embeddings of ``video_id``: float32 [T, A]."""
         return self.entry(video_id)["audio"]
 
-    def get_image(self, video_id: str) -> torch.Tensor:
-        """Cached per-frame image features of ``video_id``: float32 [T, D]."""
-        entry = self.entry(video_id)
-        if "image" not in entry:
-            raise KeyError(f"the cache {self.root} holds no image features (build it with "
-                           f"image_encoder_fn=...)")
-        return entry["image"]
-
     def _staleness(self, meta: Mapping[str, str]) -> str:
+        """Why an entry with metadata ``meta`` cannot be used ("" when it can)."""
         if meta.get("format") != str(CACHE_FORMAT):
             return f"cache format {meta.get('format')} != {CACHE_FORMAT}"
         stored = json.loads(meta.get("settings", "{}"))
@@ -283,7 +280,6 @@ class FeatureCache:
     # ---------------------------------------------------------------- building
     def build(self, items: Sequence[Any], encoder_fn: Callable[[torch.Tensor, torch.Tensor], Any],
               settings: Union[CacheSettings, Mapping[str, Any]], progress: bool = True,
-              image_encoder_fn: Optional[Callable[[torch.Tensor], Any]] = None,
               backend: str = "auto", workers: int = 0) -> Dict[str, Any]:
         """Compute and store the features of every item that has no fresh entry.
 
@@ -292,32 +288,29 @@ class FeatureCache:
           encoder_fn: ``(windows float32 [T, W], mask float32 [T]) -> [T, A]`` audio embeddings;
                       called under ``torch.no_grad()``; rows with mask 0 are stored as zeros.
           settings:   :class:`CacheSettings` or a dict of its fields.
-          image_encoder_fn: optional ``(frames float32 [T, 3, S, S] CLIP-normalised) -> [T, D]``
-                      with ``S = settings.image_size``.
+          backend:    video decoder, see :func:`~eclipse_lite.data.io.read_video`.
           workers:    DataLoader workers that decode while the main process encodes.
         Returns ``{"computed": n, "cached": n, "failed": [(video_id, reason), ...]}``; failed
         items (undecodable videos) are warned about and get no entry, so a dataset skips them.
         """
         settings = _as_settings(settings)
-        if image_encoder_fn is not None and not settings.image_size:
-            raise ValueError("image_encoder_fn needs settings.image_size")
         ids = [it.video_id for it in items]
         if len(set(ids)) != len(ids):
             dup = sorted({v for v in ids if ids.count(v) > 1})[:5]
             raise ValueError(f"items have duplicate video_ids: {dup}")
         self.settings = settings
         for tmp in glob.glob(os.path.join(self.root, _TMP_PATTERN)):
-            os.remove(tmp)  # left by a crashed build; never visible to readers
-        atomic_write_bytes(os.path.join(self.root, _SETTINGS_FILE),
-                           json.dumps({"format": CACHE_FORMAT, "settings": settings.to_dict()},
-                                      indent=2, sort_keys=True).encode())
+            if is_stale_temporary(tmp):   # left by a crashed build; a live writer's file stays
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(tmp)
+        atomic_write_bytes(json.dumps({"format": CACHE_FORMAT, "settings": settings.to_dict()},
+                                      indent=2, sort_keys=True).encode(),
+                           os.path.join(self.root, _SETTINGS_FILE))
         todo = [it for it in items if not self.is_fresh(it.video_id, it.video_path)]
         report: Dict[str, Any] = {"computed": 0, "cached": len(items) - len(todo), "failed": []}
-        loader = DataLoader(_DecodeView(todo, settings, backend, image_encoder_fn is not None),
-                            batch_size=None, num_workers=int(workers))
+        loader = DataLoader(_DecodeView(todo, settings, backend), batch_size=None,
+                            num_workers=int(workers))
         if progress:
-            from tqdm.auto import tqdm
-
             loader = tqdm(loader, total=len(todo), desc="caching features", unit="video")
         with torch.no_grad():
             for item, decoded in zip(todo, loader):
@@ -326,7 +319,7 @@ class FeatureCache:
                     if os.path.exists(self.path_for(item.video_id)):
                         os.remove(self.path_for(item.video_id))  # never serve a stale entry
                     continue
-                self._store(item, decoded, encoder_fn, image_encoder_fn, settings)
+                self._store(item, decoded, encoder_fn, settings)
                 report["computed"] += 1
         self.failed = list(report["failed"])
         if report["failed"]:
@@ -335,8 +328,9 @@ class FeatureCache:
                           f"decode and have no entry: {shown}", RuntimeWarning, stacklevel=2)
         return report
 
-    def _store(self, item: Any, decoded: Dict[str, Any], encoder_fn, image_encoder_fn,
+    def _store(self, item: Any, decoded: Dict[str, Any], encoder_fn: Callable[..., Any],
                settings: CacheSettings) -> None:
+        """Encode one decoded item's windows and write its entry (tensors + key metadata)."""
         windows, mask = decoded["windows"], decoded["audio_mask"]
         audio = torch.as_tensor(encoder_fn(windows, mask)).float().cpu()
         t = settings.num_frames
@@ -349,18 +343,12 @@ class FeatureCache:
         tensors = {"audio": audio.contiguous(), "audio_mask": mask.float().contiguous(),
                    "frame_times": decoded["frame_times"].float().contiguous(),
                    "frame_mask": decoded["frame_mask"].float().contiguous()}
-        if image_encoder_fn is not None:
-            image = torch.as_tensor(image_encoder_fn(decoded["frames"])).float().cpu()
-            if image.dim() != 2 or image.shape[0] != t or not bool(torch.isfinite(image).all()):
-                raise ValueError(f"image_encoder_fn returned {tuple(image.shape)} (or non-finite "
-                                 f"values) for {item.video_id!r}; expected finite [T={t}, D]")
-            tensors["image"] = image.contiguous()
         stat = decoded["stat"]
         meta = {"format": str(CACHE_FORMAT), "key": _entry_key(stat, settings),
                 "video_id": item.video_id, "video_path": stat["video_path"],
                 "size": str(stat["size"]), "mtime_ns": str(stat["mtime_ns"]),
                 "settings": json.dumps(settings.to_dict(), sort_keys=True)}
-        atomic_write_bytes(self.path_for(item.video_id), save_bytes(tensors, metadata=meta))
+        atomic_write_bytes(save_bytes(tensors, metadata=meta), self.path_for(item.video_id))
 
     def __repr__(self) -> str:
         n = len(glob.glob(os.path.join(self.root, "*.safetensors")))
@@ -368,38 +356,33 @@ class FeatureCache:
 
 
 class _DecodeView(Dataset):
-    """Decodes one item for :meth:`FeatureCache.build`: a dict of tensors, or the error text."""
+    """Decodes one item for :meth:`FeatureCache.build`: a dict of tensors, or the error text.
 
-    def __init__(self, items: Sequence[Any], settings: CacheSettings, backend: str,
-                 with_frames: bool):
+    The dict: "windows" float32 [T, W], "audio_mask" float32 [T], "frame_times" float32 [T],
+    "frame_mask" float32 [T], "stat" (the video's key fields, taken before decoding).
+    """
+
+    def __init__(self, items: Sequence[Any], settings: CacheSettings, backend: str):
         self.items, self.settings, self.backend = list(items), settings, backend
-        self.with_frames = with_frames
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> Union[Dict[str, Any], str]:
-        from eclipse_lite.audio import audio_windows
-
         item, s = self.items[index], self.settings
         try:
             stat = _video_stat(item.video_path)  # before decoding: a later change is stale
-            clip = read_video(item.video_path, s.num_frames,
-                              s.image_size if self.with_frames else None,
-                              sampling=s.sampling, backend=self.backend)
+            clip = read_video(item.video_path, s.num_frames, None, sampling=s.sampling,
+                              backend=self.backend)
             wave, _ = read_audio(item.video_path, s.sample_rate)
         except (DecodeError, OSError) as e:
             return str(e)
         times = torch.from_numpy(clip.times.astype(np.float32))
         windows, mask = audio_windows(torch.from_numpy(wave), times.double(), s.sample_rate,
                                       s.window_s, placement=s.placement)
-        out = {"windows": windows.float(), "audio_mask": mask.float(), "frame_times": times,
-               "frame_mask": torch.from_numpy(clip.mask.astype(np.float32)), "stat": stat}
-        if self.with_frames:
-            out["frames"] = to_clip_input(torch.from_numpy(clip.frames)).contiguous()
-        return out
+        return {"windows": windows.float(), "audio_mask": mask.float(), "frame_times": times,
+                "frame_mask": torch.from_numpy(clip.mask.astype(np.float32)), "stat": stat}
 
 
 __all__ = ["FeatureCache", "CacheSettings", "StaleCacheError", "MissingFeaturesError",
-           "weights_hash",
-           "atomic_write_bytes", "CACHE_FORMAT"]
+           "weights_hash", "CACHE_FORMAT"]

@@ -21,15 +21,14 @@ import os
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple, Union
 
-import numpy as np
-import torch
-
-from eclipse_lite.config import CLIP_MEAN, CLIP_STD
-from eclipse_lite.data.sampling import RngLike, first_occurrence, sample_indices
-
 # PyAV first: decord bundles its own FFmpeg libraries, and when they load first some of PyAV's
 # encoders (libvpx) fail to open in the same process.
 import av
+import numpy as np
+import torch
+import torchaudio.functional as AF
+
+from eclipse_lite.data.sampling import RngLike, first_occurrence, sample_indices
 
 try:  # decord has no wheels for macOS / recent Pythons: PyAV is the fallback
     import decord as _decord
@@ -156,35 +155,8 @@ def resize_frames(frames: np.ndarray, size: Union[int, Tuple[int, int]]) -> np.n
     return np.ascontiguousarray(out.permute(0, 2, 3, 1).numpy())
 
 
-def to_clip_input(frames: torch.Tensor) -> torch.Tensor:
-    """CLIP's input normalisation: uint8 RGB ``[..., H, W, 3]`` → float32 ``[..., 3, H, W]``
-    holding ``(x / 255 - mean) / std`` per channel, on ``frames``' device.
-
-    Computed as ``x * scale - shift`` (``scale = 1 / (255 std)``, ``shift = mean / std``, each
-    worked out in float64 and rounded to float32 once) on the channels-last layout, where the
-    per-channel constants repeat along each contiguous row of ``W * 3`` values; the result is that
-    tensor viewed channels-first (not contiguous). Broadcasting the constants over a channels-first
-    view instead gives the same values 3-4x slower on the CPU (11-16 against 4 ms for a
-    32-frame 224 px clip).
-
-    ``eclipse_lite.train.pretrain.normalise_frames`` (numpy in, ``(x / 255 - mean) / std``) is the
-    pretraining's version: equal up to the last bit, and kept as it is so that cached pretrained
-    towers stay what their key says.
-    """
-    if frames.dtype != torch.uint8 or frames.dim() < 3 or frames.shape[-1] != 3:
-        raise ValueError(f"frames must be uint8 [..., H, W, 3], got {frames.dtype} "
-                         f"{tuple(frames.shape)}")
-    mean = torch.tensor(CLIP_MEAN, dtype=torch.float64)
-    std = torch.tensor(CLIP_STD, dtype=torch.float64)
-    width = frames.shape[-2]
-    scale = (1.0 / (255.0 * std)).float().repeat(width).to(frames.device)     # [W * 3]
-    shift = (mean / std).float().repeat(width).to(frames.device)
-    rows = frames.contiguous().float().view(-1, width * 3)
-    rows.mul_(scale).sub_(shift)
-    return rows.view(frames.shape).movedim(-1, -3)
-
-
 def _read_decord(path: str, num_frames: int, sampling: str, rng: RngLike) -> VideoClip:
+    """:func:`read_video` with decord, at the native size (frames uint8 [T, H, W, 3])."""
     try:
         reader = _decord.VideoReader(path, ctx=_decord.cpu(0), num_threads=1)
     except Exception as e:  # decord raises RuntimeError / DECORDError with C++ traces
@@ -212,6 +184,8 @@ def _read_decord(path: str, num_frames: int, sampling: str, rng: RngLike) -> Vid
 
 
 def _read_pyav(path: str, num_frames: int, sampling: str, rng: RngLike) -> VideoClip:
+    """:func:`read_video` with PyAV, at the native size (frames uint8 [T, H, W, 3]); seeks when
+    that decodes fewer frames than one sequential pass."""
     try:
         container = av.open(path)
     except Exception as e:
@@ -269,11 +243,7 @@ def _decode_frames(path: str, wanted: set) -> Tuple[dict, int]:
     count = 0
     try:
         with av.open(path) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            _discard_others(container, stream)
-            start = stream.start_time or 0
-            tb = stream.time_base
+            stream, start, tb = _video_stream(container)
             for frame in container.decode(stream):
                 if count in wanted:
                     t = float((frame.pts - start) * tb) if frame.pts is not None else None
@@ -344,11 +314,7 @@ def _decode_seeking(path: str, index: _PacketIndex, wanted: Sequence[int]) -> Op
     got = {}
     try:
         with av.open(path) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            _discard_others(container, stream)
-            start = stream.start_time or 0
-            tb = stream.time_base
+            stream, start, tb = _video_stream(container)
             frames, pos = None, 0
             for i in wanted:
                 k = index.key_before(i)
@@ -373,6 +339,7 @@ def _decode_seeking(path: str, index: _PacketIndex, wanted: Sequence[int]) -> Op
 
 
 def _stream_fps(stream) -> Optional[float]:
+    """The stream's average, guessed or base frame rate, the first that is positive."""
     for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
         if rate is not None and float(rate) > 0:
             return float(rate)
@@ -446,13 +413,20 @@ def read_audio(path: PathLike, sample_rate: int = 16000) -> Tuple[np.ndarray, in
     mono = channels[0] if len(channels) == 1 else np.mean(channels, axis=0, dtype=np.float32)
     mono = torch.from_numpy(mono)
     if native_rate != int(sample_rate):
-        import torchaudio.functional as AF
-
         mono = AF.resample(mono, int(native_rate), int(sample_rate))
     wave = mono.numpy().astype(np.float32, copy=False)
     if wave.size and not (np.isfinite(wave.min()) and np.isfinite(wave.max())):  # NaN propagates
         raise DecodeError(path, "audio contains NaN or infinite samples")
     return wave, int(sample_rate)
+
+
+def _video_stream(container):
+    """``(stream, start pts, time base)`` of a container's first video stream, set up for fast
+    decoding (threads, the other streams' packets skipped)."""
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    _discard_others(container, stream)
+    return stream, stream.start_time or 0, stream.time_base
 
 
 def _discard_others(container, keep) -> None:
@@ -503,18 +477,21 @@ def _truncated_riff(path: str) -> str:
 
 # ---------------------------------------------------------------------------------- helpers
 def _first_line(e: BaseException) -> str:
+    """``"ExceptionType: first line of the message"``, at most 300 characters."""
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
 
 
 def _rng_state(rng: RngLike):
+    """The bit generator state of a numpy Generator (None for seeds and None)."""
     return rng.bit_generator.state if isinstance(rng, np.random.Generator) else None
 
 
 def _restore_rng(rng: RngLike, state) -> None:
+    """Put back a state from :func:`_rng_state`, so that a retry draws the same frames."""
     if state is not None:
         rng.bit_generator.state = state
 
 
 __all__ = ["DecodeError", "VideoClip", "read_video", "read_audio", "resize_frames",
-           "to_clip_input", "available_backends", "BACKENDS"]
+           "available_backends", "BACKENDS"]

@@ -17,9 +17,12 @@ from typing import Dict, List, Optional
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
 
 from eclipse_lite.audio import encode_windows
-from eclipse_lite.checkpoints import atomic_save_safetensors, atomic_write_text, read_state_dict
+from eclipse_lite.checkpoints import atomic_save_safetensors, read_state_dict
+from eclipse_lite.data.dataset import collate
+from eclipse_lite.files import atomic_write_text
 
 
 class ClipTensors(Dataset):
@@ -58,6 +61,7 @@ class ClipTensors(Dataset):
                            self.audio_mask[:n], self.captions[:n], self.video_ids[:n])
 
     def save(self, path: Path) -> None:
+        """``path.safetensors`` (the tensors) and ``path.json`` (captions, ids), atomically."""
         path = Path(path)
         atomic_save_safetensors({"frames": self.frames, "frame_mask": self.frame_mask,
                                  "audio": self.audio, "audio_mask": self.audio_mask},
@@ -67,6 +71,7 @@ class ClipTensors(Dataset):
 
     @classmethod
     def load(cls, path: Path) -> "ClipTensors":
+        """What :meth:`save` wrote at ``path``."""
         path = Path(path)
         t = read_state_dict(path.with_suffix(".safetensors"))
         meta = json.loads(path.with_suffix(".json").read_text())
@@ -78,11 +83,11 @@ def materialize(dataset, audio_encoder: Optional[nn.Module], batch_size: int = 1
                 num_workers: int = 0, progress: bool = True) -> ClipTensors:
     """Decode every item of a ``RetrievalDataset`` once and encode its audio windows.
 
+    Each batch's "audio" windows [B, T, W] become embeddings [B, T, A] through
+    ``audio_encoder`` (None: the dataset already yields [B, T, A], e.g. from a feature cache).
     Items that fail to decode are skipped by the dataset's collate (warned and counted in
     ``dataset.skipped``), never turned into NaN rows.
     """
-    from tqdm.auto import tqdm
-    from eclipse_lite.data.dataset import collate
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=collate)
     parts: Dict[str, list] = {k: [] for k in ("frames", "frame_mask", "audio", "audio_mask")}
@@ -113,6 +118,8 @@ def materialize(dataset, audio_encoder: Optional[nn.Module], batch_size: int = 1
 
 
 def _fingerprint(manifest: Path, dataset, encoder: Optional[nn.Module]) -> str:
+    """16 hex chars of SHA-256 over the manifest's path, size and mtime, the dataset's sampling
+    settings and the encoder's weights."""
     h = hashlib.sha256()
     stat = os.stat(manifest)
     h.update(f"{manifest.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())

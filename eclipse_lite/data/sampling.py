@@ -27,6 +27,7 @@ RngLike = Union[np.random.Generator, int, None]
 
 
 def _check(n: int, num: int, what: str) -> None:
+    """``ValueError`` unless ``num`` > 0 and, for frames, the video has ``n`` > 0 frames."""
     if int(num) <= 0:
         raise ValueError(f"number of samples must be positive, got {num}")
     if what == "frames" and int(n) <= 0:
@@ -108,17 +109,6 @@ def sample_indices(n_frames: int, num: int, sampling: str = "uniform",
     raise ValueError(f"sampling={sampling!r} is not one of {SAMPLINGS}")
 
 
-def sample_times(duration: float, num: int, sampling: str = "uniform",
-                 rng: RngLike = None) -> np.ndarray:
-    """Times in seconds [num] by name: ``"uniform"`` or ``"random"``, the time-axis twins of
-    :func:`sample_indices` (the released linspace is defined on frame indices only)."""
-    if sampling == "uniform":
-        return uniform_times(duration, num)
-    if sampling == "random":
-        return random_times(duration, num, rng)
-    raise ValueError(f"sampling={sampling!r} is not one of ('uniform', 'random') for times")
-
-
 def first_occurrence(indices: np.ndarray) -> np.ndarray:
     """bool [T]: True where an index appears for the first time, False on repeats."""
     indices = np.asarray(indices)
@@ -151,4 +141,4 @@ def as_rng(rng: RngLike) -> np.random.Generator:
 
 __all__ = ["SAMPLINGS", "uniform_indices", "random_indices", "released_indices",
            "uniform_times", "random_times",
-           "sample_indices", "sample_times", "first_occurrence", "frame_times", "as_rng"]
+           "sample_indices", "first_occurrence", "frame_times", "as_rng"]

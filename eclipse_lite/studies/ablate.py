@@ -23,8 +23,13 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 from torch.utils.data import Dataset
 
-from eclipse_lite.checkpoints import atomic_write_text
 from eclipse_lite.config import ModelConfig
+from eclipse_lite.data import RetrievalDataset, read_jsonl_manifest
+from eclipse_lite.data.benchmark import ensure_benchmark, load_benchmark
+from eclipse_lite.data.memory import cached_materialize
+from eclipse_lite.files import atomic_write_text
+from eclipse_lite.studies.demo import demo_train_config, finetune_and_test, pretrain_config_for
+from eclipse_lite.train.pretrain import pretrained_towers
 
 GROUPS = ("fusion", "blocks", "frames", "window", "sampling", "modalities")
 
@@ -81,11 +86,6 @@ def run_ablation(out: Path, cfg: ModelConfig, data_dir: Optional[Path] = None, s
                  groups: Optional[Sequence[str]] = None, train_overrides: Optional[dict] = None,
                  progress: bool = True) -> dict:
     """Fine-tune and test every row of :func:`grid`; write ablation.json / ablation.md."""
-    from eclipse_lite.data.dataset import RetrievalDataset, read_jsonl_manifest
-    from eclipse_lite.data.memory import cached_materialize
-    from eclipse_lite.studies.demo import (demo_train_config, ensure_benchmark, finetune_and_test, load_clips,
-                           pretrain_config_for)
-    from eclipse_lite.train.pretrain import pretrained_towers
     out = Path(out)
     seeds = list(seeds)
     data_dir = ensure_benchmark(cfg.name, data_dir, progress=progress)
@@ -101,7 +101,7 @@ def run_ablation(out: Path, cfg: ModelConfig, data_dir: Optional[Path] = None, s
         row_cfg = cfg.replace(**settings)
         key = (row_cfg.num_frames, row_cfg.audio_window_s)
         if key not in clip_cache:
-            clip_cache[key] = load_clips(data_dir, row_cfg, encoder, progress=progress)
+            clip_cache[key] = load_benchmark(data_dir, row_cfg, encoder, progress=progress)
         clips = dict(clip_cache[key])
         if sampling == "random":
             manifest = Path(data_dir) / "train.jsonl"

@@ -32,11 +32,11 @@ How things are counted
   * Ratios are always taken between measurements made in one call, one after the other, on the
     same machine (``compare``).
 
-Command line: ``python -m eclipse_lite.studies.bench --preset tiny --out runs/bench`` (see ``main``).
+Command line: ``eclipse-lite bench --preset tiny --out runs/bench`` (``eclipse_lite.cli.bench``), which
+calls :func:`run`.
 """
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import os
@@ -48,14 +48,19 @@ import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-from eclipse_lite.audio import build_audio_encoder
-from eclipse_lite.checkpoints import atomic_write_text
+from eclipse_lite.audio_encoders import build_audio_encoder
 from eclipse_lite.config import ModelConfig
+from eclipse_lite.files import atomic_write_text
 from eclipse_lite.model import ECLIPSE
+from eclipse_lite.overrides import parse_sets
+from eclipse_lite.studies.viz import plot_bench, plot_frame_sweep, save_figure
+from eclipse_lite.train.distributed import resolve_device
 
 __all__ = ["PAPER_TABLE2", "count_flops", "measure", "compare", "frame_sweep", "machine_info",
-           "parse_overrides", "config_from_args", "format_table", "main"]
+           "parse_overrides", "config_from_args", "format_table", "format_sweep", "run",
+           "measure_spec"]
 
 # Table 2 of the paper (ActivityNet Captions, ViT-B/32, one GPU of unstated type and batch).
 PAPER_TABLE2 = {
@@ -76,7 +81,6 @@ def parse_overrides(pairs: Optional[Sequence[str]]) -> Dict[str, Any]:
     Typed by the :class:`ModelConfig` field (``eclipse_lite.overrides``, shared with the other
     commands); an unknown key raises ``ValueError`` listing the known ones.
     """
-    from eclipse_lite.overrides import parse_sets
 
     return parse_sets(pairs, ModelConfig)[0]
 
@@ -86,18 +90,9 @@ def config_from_args(preset: str, sets: Optional[Sequence[str]] = None) -> Model
     return ModelConfig.preset(preset, **parse_overrides(sets))
 
 
-def _resolve_device(device: Optional[str]) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: CUDA is not available on this machine")
-    return dev
-
-
 def machine_info(device: Optional[str] = None) -> Dict[str, Any]:
     """What the figures ran on: CPU, cores usable, torch and CUDA versions, GPU name."""
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
@@ -115,7 +110,6 @@ def machine_info(device: Optional[str] = None) -> Dict[str, Any]:
 
 # ============================================================================ FLOPs
 def _flops(fn) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as counter:
         fn()
@@ -241,8 +235,8 @@ def _rss_peak_mb() -> Optional[float]:
     except (OSError, ValueError):
         pass
     try:
-        import resource
-    except ImportError:  # Windows
+        import resource  # POSIX only
+    except ImportError:     # Windows
         return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2 ** 20 if sys.platform == "darwin" else peak / 2 ** 10  # bytes vs KiB
@@ -383,7 +377,7 @@ def measure(cfg: ModelConfig, mode: str = "infer", batch: int = 1, steps: int = 
     for name, value, low in (("batch", batch, 1), ("steps", steps, 1), ("warmup", warmup, 0)):
         if int(value) < low:
             raise ValueError(f"{name} must be >= {low}, got {value}")
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     amp = (dev.type == "cuda") if amp is None else bool(amp)
     isolate = (dev.type == "cpu") if isolate is None else bool(isolate)
     if not isolate:
@@ -399,7 +393,7 @@ def measure(cfg: ModelConfig, mode: str = "infer", batch: int = 1, steps: int = 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    proc = subprocess.run([sys.executable, "-m", "eclipse_lite.studies.bench", "--worker", json.dumps(spec)],
+    proc = subprocess.run([sys.executable, "-m", "eclipse_lite.studies.bench_worker", json.dumps(spec)],
                           capture_output=True, text=True, env=env, timeout=timeout_s)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH_RESULT ")]
     if proc.returncode != 0 or not lines:
@@ -410,7 +404,10 @@ def measure(cfg: ModelConfig, mode: str = "infer", batch: int = 1, steps: int = 
     return json.loads(lines[-1][len("BENCH_RESULT "):])
 
 
-def _worker(spec_json: str) -> None:
+def measure_spec(spec_json: str) -> None:
+    """One configuration of :func:`measure` (``isolate=True``) in this process, run by
+    ``python -m eclipse_lite.studies.bench_worker SPEC_JSON`` in a fresh child: prints the result
+    as one ``BENCH_RESULT {json}`` line for the parent to read."""
     spec = json.loads(spec_json)
     cfg = ModelConfig.from_dict(spec["config"])
     result = _measure_here(cfg, spec["mode"], spec["batch"], spec["steps"], spec["warmup"],
@@ -538,109 +535,59 @@ def format_table(result: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-# ============================================================================ command line
-def _int_list(text: str) -> List[int]:
-    try:
-        values = [int(v) for v in text.replace(",", " ").split()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers like 8,16,32, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
+# ============================================================================ the whole study
+def run(preset: str = "tiny", sets: Optional[Sequence[str]] = None, device: Optional[str] = "auto",
+        out: str = "runs/bench", what: Sequence[str] = WHAT, modes: Sequence[str] = MODES,
+        batch: int = 4, steps: int = 3, warmup: int = 1, threads: Optional[int] = None,
+        repeats: int = 1, video_frames: Optional[int] = None, eclipse_frames: Optional[int] = None,
+        sweep: Sequence[int] = DEFAULT_SWEEP, audio_encoder: bool = False,
+        audio_frontend: Optional[str] = None, amp: Optional[bool] = None,
+        isolate: Optional[bool] = None, command: Optional[str] = None) -> Dict[str, Any]:
+    """Table 2 and Fig. 2 for ``preset``: writes ``out/bench.{json,md,png}`` (``what`` has "flops"
+    or "memory"; memory includes speed) and ``out/frame_sweep.{json,png}`` ("sweep"), prints the
+    tables, and returns ``{"bench": compare's result, "sweep": frame_sweep's}`` (those computed).
 
-
-def _name_list(allowed: Sequence[str]):
-    def parse(text: str) -> List[str]:
-        names = [v for v in text.replace(",", " ").split() if v]
-        bad = [n for n in names if n not in allowed]
-        if bad or not names:
-            raise argparse.ArgumentTypeError(f"{bad or text!r}: choose from {', '.join(allowed)}")
-        return names
-    return parse
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="eclipse-lite bench",
-        description="FLOPs, peak memory and throughput of ECLIPSE vs video-only (paper Table 2, "
-                    "Fig. 2). Writes bench.{json,md,png} and frame_sweep.{json,png}.")
-    p.add_argument("--preset", default="tiny", help="ci, tiny or base (default tiny)")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a ModelConfig field (repeatable), e.g. --set image_size=96")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    p.add_argument("--out", default="runs/bench", help="output folder (default runs/bench)")
-    p.add_argument("--what", type=_name_list(WHAT), default=list(WHAT),
-                   help="any of flops,memory,sweep (default all); memory includes speed")
-    p.add_argument("--modes", type=_name_list(MODES), default=list(MODES),
-                   help="infer,train (default both)")
-    p.add_argument("--batch", type=int, default=4, help="videos per step (default 4)")
-    p.add_argument("--steps", type=int, default=3, help="timed steps (default 3)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed steps first (default 1)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads in the measurements (default: torch's default)")
-    p.add_argument("--repeats", type=int, default=1,
-                   help="alternate the two models this many times; median speed (default 1)")
-    p.add_argument("--video-frames", type=int, default=None,
-                   help="frames of the video-only model (default 3 x --eclipse-frames)")
-    p.add_argument("--eclipse-frames", type=int, default=None,
-                   help="frames of ECLIPSE (default the preset's num_frames)")
-    p.add_argument("--sweep", type=_int_list, default=list(DEFAULT_SWEEP),
-                   help="frame counts of the sweep (default 8,16,32,64,96)")
-    p.add_argument("--audio-encoder", action="store_true",
-                   help="run the audio encoder on raw windows inside each timed step "
-                        "(default: precomputed embeddings, as the paper)")
-    p.add_argument("--audio-frontend", choices=("logmel", "vggsound"), default=None,
-                   help="spectrogram counted for the audio encoder's FLOPs (default logmel)")
-    amp = p.add_mutually_exclusive_group()
-    amp.add_argument("--amp", dest="amp", action="store_true", default=None,
-                     help="autocast (default on CUDA)")
-    amp.add_argument("--no-amp", dest="amp", action="store_false", help="full precision")
-    p.add_argument("--no-isolate", dest="isolate", action="store_false", default=None,
-                   help="measure in this process (CPU memory is then not reported)")
-    p.add_argument("--worker", help=argparse.SUPPRESS)
-    return p
-
-
-def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-    """``python -m eclipse_lite.studies.bench`` / ``eclipse-lite bench``. Returns what it wrote."""
-    args = build_parser().parse_args(argv)
-    if args.worker:
-        _worker(args.worker)
-        return {}
-    cfg = config_from_args(args.preset, args.sets)
-    frontend = None if args.audio_frontend in (None, "logmel") else args.audio_frontend
-    os.makedirs(args.out, exist_ok=True)
+    ``sets`` are ``KEY=VALUE`` ModelConfig overrides; the other arguments are :func:`compare`'s
+    and :func:`frame_sweep`'s; ``command`` is recorded in bench.json. The command line is
+    ``eclipse-lite bench`` (``eclipse_lite.cli.bench``).
+    """
+    bad = [w for w in what if w not in WHAT]
+    if bad or not what:
+        raise ValueError(f"what={list(what)!r}: choose from {', '.join(WHAT)}")
+    cfg = config_from_args(preset, sets)
+    frontend = None if audio_frontend in (None, "logmel") else audio_frontend
+    os.makedirs(out, exist_ok=True)
     written: Dict[str, Any] = {}
-    if "flops" in args.what or "memory" in args.what:
-        result = compare(cfg, args.video_frames, args.eclipse_frames, batch=args.batch,
-                         modes=args.modes, steps=args.steps, warmup=args.warmup,
-                         device=args.device, amp=args.amp, audio_encoder=args.audio_encoder,
-                         isolate=args.isolate, measure_speed="memory" in args.what,
-                         audio_frontend=frontend, repeats=args.repeats, threads=args.threads)
-        result["command"] = "python -m eclipse_lite.studies.bench " + " ".join(
-            sys.argv[1:] if argv is None else list(argv))
-        path = os.path.join(args.out, "bench.json")
-        atomic_write_text(json.dumps(result, indent=2) + "\n", path)
-        table = format_table(result) if "memory" in args.what else _flops_table(result)
-        atomic_write_text(table + "\n", os.path.join(args.out, "bench.md"))
-        if "memory" in args.what:
-            from eclipse_lite.studies.viz import plot_bench, save_figure
-
-            save_figure(plot_bench(result), os.path.join(args.out, "bench.png"))
+    if "flops" in what or "memory" in what:
+        result = compare(cfg, video_frames, eclipse_frames, batch=batch, modes=modes, steps=steps,
+                         warmup=warmup, device=device, amp=amp, audio_encoder=audio_encoder,
+                         isolate=isolate, measure_speed="memory" in what,
+                         audio_frontend=frontend, repeats=repeats, threads=threads)
+        if command is not None:
+            result["command"] = command
+        atomic_write_text(json.dumps(result, indent=2) + "\n", os.path.join(out, "bench.json"))
+        table = format_table(result) if "memory" in what else _flops_table(result)
+        atomic_write_text(table + "\n", os.path.join(out, "bench.md"))
+        if "memory" in what:
+            save_figure(plot_bench(result), os.path.join(out, "bench.png"))
         print(table)
         written["bench"] = result
-    if "sweep" in args.what:
-        from eclipse_lite.studies.viz import plot_frame_sweep, save_figure
-
-        sweep = frame_sweep(cfg, args.sweep, audio_frontend=frontend)
-        atomic_write_text(json.dumps(sweep, indent=2) + "\n", os.path.join(args.out, "frame_sweep.json"))
-        save_figure(plot_frame_sweep(sweep), os.path.join(args.out, "frame_sweep.png"))
-        print("frames " + " ".join(f"{f:>8d}" for f in sweep["frames"]))
-        for label, values in sweep["curves"].items():
-            print(f"{label}: " + " ".join(f"{v:8.2f}" for v in values))
-        written["sweep"] = sweep
-    print(f"wrote {args.out}")
+    if "sweep" in what:
+        curves = frame_sweep(cfg, sweep, audio_frontend=frontend)
+        atomic_write_text(json.dumps(curves, indent=2) + "\n", os.path.join(out, "frame_sweep.json"))
+        save_figure(plot_frame_sweep(curves), os.path.join(out, "frame_sweep.png"))
+        print(format_sweep(curves))
+        written["sweep"] = curves
+    print(f"wrote {out}")
     return written
+
+
+def format_sweep(sweep: Mapping[str, Any]) -> str:
+    """:func:`frame_sweep`'s curves as text: a line of frame counts, then GFLOPs per curve."""
+    lines = ["frames " + " ".join(f"{f:>8d}" for f in sweep["frames"])]
+    lines += [f"{label}: " + " ".join(f"{v:8.2f}" for v in values)
+              for label, values in sweep["curves"].items()]
+    return "\n".join(lines)
 
 
 def _flops_table(result: Mapping[str, Any]) -> str:
@@ -654,7 +601,3 @@ def _flops_table(result: Mapping[str, Any]) -> str:
     rt = result["ratios"]
     lines.append(f"| ratio | | | | | {rt['gflops']:.2f}x | {rt['gflops_with_audio_encoder']:.2f}x |")
     return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    main()

@@ -10,21 +10,27 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 
-from eclipse_lite.checkpoints import atomic_write_text
+from eclipse_lite.clip import clip_denormalize
 from eclipse_lite.config import ModelConfig
+from eclipse_lite.data.benchmark import ensure_benchmark, load_benchmark
+from eclipse_lite.files import atomic_write_text
 from eclipse_lite.model import ECLIPSE
+from eclipse_lite.studies.bench import count_flops
+from eclipse_lite.studies.viz import save_figure
+from eclipse_lite.train.config import TrainConfig
+from eclipse_lite.train.finetune import fit_best, train_and_test
 from eclipse_lite.train.pretrain import PretrainConfig, init_from_pretrained, pretrained_towers
+from eclipse_lite.train.results import git_commit
 
 if TYPE_CHECKING:
-    from eclipse_lite.data.memory import ClipTensors
     from eclipse_lite.train.loop import FitResult
 
 log = logging.getLogger(__name__)
@@ -32,53 +38,10 @@ log = logging.getLogger(__name__)
 DEMO_MODELS = ("audio_only", "none", "eclipse")
 MODEL_NAMES = {"eclipse": "ECLIPSE (A2V + V2A)", "a2v": "A2V only", "joint": "joint attention",
                "none": "video only (CLIP4Clip meanP)", "audio_only": "audio only"}
-SPLITS = ("train", "val", "test")
-
-
-def default_data_dir(preset: str) -> Path:
-    return Path("data") / "generated" / preset
-
-
-def ensure_benchmark(preset: str, data_dir: Optional[Path] = None, seed: int = 0,
-                     progress: bool = True) -> Path:
-    """The bundled benchmark for ``preset`` in ``data_dir``, generated if it is not there."""
-    from eclipse_lite.data.synth import generate as synth
-    data_dir = Path(data_dir) if data_dir else default_data_dir(preset)
-    if not (data_dir / "test.jsonl").exists():
-        log.info("making the %s benchmark in %s", preset, data_dir)
-        synth.make_benchmark(data_dir, size=preset, seed=seed, progress=progress)
-    return data_dir
-
-
-def check_data_dir(data_dir: Path, preset: str) -> None:
-    """A missing benchmark names the command that makes it."""
-    missing = [s for s in SPLITS if not (Path(data_dir) / f"{s}.jsonl").exists()]
-    if missing:
-        raise FileNotFoundError(
-            f"{data_dir} has no {', '.join(s + '.jsonl' for s in missing)}: make the bundled benchmark "
-            f"with `eclipse-lite make-data --preset {preset} --out {data_dir}` (or `make data "
-            f"PRESET={preset}`), or point --data at a folder with train/val/test.jsonl manifests")
-
-
-def load_clips(data_dir: Path, cfg: ModelConfig, audio_encoder, sampling: str = "uniform",
-               progress: bool = True) -> Dict[str, "ClipTensors"]:
-    """Every split decoded once (frames + per-frame audio embeddings), cached under data_dir/cache."""
-    from eclipse_lite.data.dataset import RetrievalDataset, read_jsonl_manifest
-    from eclipse_lite.data.memory import cached_materialize
-    check_data_dir(data_dir, cfg.name)
-    clips = {}
-    for split in SPLITS:
-        manifest = Path(data_dir) / f"{split}.jsonl"
-        items = read_jsonl_manifest(str(manifest))
-        dataset = RetrievalDataset.from_config(items, cfg, sampling=sampling)
-        clips[split] = cached_materialize(manifest, dataset, audio_encoder, Path(data_dir) / "cache",
-                                          progress=progress)
-    return clips
 
 
 def demo_train_config(preset: str, **overrides):
     """The fine-tuning recipe of the demo for a preset (equal steps for every model)."""
-    from eclipse_lite.train.config import TrainConfig
     recipe = {
         "ci": dict(epochs=2, batch_size=4, lr_clip=1e-4, lr_new=1e-3, weight_decay=0.2),
         "tiny": dict(epochs=8, batch_size=32, lr_clip=3e-4, lr_new=3e-3, weight_decay=0.2),
@@ -95,89 +58,32 @@ def pretrain_config_for(preset: str) -> PretrainConfig:
     return PretrainConfig()
 
 
+def init_model(fusion: str, cfg: ModelConfig, clip_state, seed: int) -> ECLIPSE:
+    """``cfg`` with ``fusion``, its towers from the pretrained ``clip_state`` (seeded by ``seed``)."""
+    torch.manual_seed(seed)
+    return init_from_pretrained(ECLIPSE(cfg.replace(fusion=fusion)), clip_state)
+
+
 def fine_tune(fusion: str, cfg: ModelConfig, clips, clip_state, tc, out_dir: Optional[Path],
               resume: bool = False) -> Tuple[ECLIPSE, "FitResult"]:
     """Fine-tune ``cfg`` with ``fusion`` from the pretrained towers (seeded by ``tc.seed``) on
     ``clips["train"]``, choosing the epoch on ``clips["val"]``; the model comes back holding its
     best epoch's weights when ``out_dir`` kept them."""
-    from eclipse_lite.checkpoints import read_state_dict
-    from eclipse_lite.train.loop import fit
-    torch.manual_seed(tc.seed)
-    model = init_from_pretrained(ECLIPSE(cfg.replace(fusion=fusion)), clip_state)
-    result = fit(model, clips["train"], clips["val"], tc, out_dir=out_dir, resume=resume)
-    if result.best_dir is not None and (Path(result.best_dir) / "model.safetensors").exists():
-        model.load_state_dict(read_state_dict(Path(result.best_dir) / "model.safetensors"))
-    return model, result
+    model = init_model(fusion, cfg, clip_state, tc.seed)
+    return model, fit_best(model, clips["train"], clips["val"], tc, out_dir, resume=resume)
 
 
 def finetune_and_test(fusion: str, cfg: ModelConfig, clips, clip_state, tc, out_dir: Path,
                       seed: int, progress: bool = True, resume: bool = False) -> dict:
     """Fine-tune one model from the pretrained towers; return its test metrics and costs."""
-    from eclipse_lite.studies.bench import count_flops
-    from eclipse_lite.train.evaluate import evaluate
     tc = dataclasses.replace(tc, seed=seed, progress=progress)
-    t0 = time.time()
-    model, result = fine_tune(fusion, cfg, clips, clip_state, tc, out_dir, resume=resume)
-    seconds = time.time() - t0
-    test = evaluate(model, clips["test"], batch_size=64, return_sim=True)
+    model = init_model(fusion, cfg, clip_state, tc.seed)
+    res = train_and_test(model, clips, tc, out_dir, resume=resume, return_sim=True)
     flops = count_flops(cfg.replace(fusion=fusion), cfg.num_frames)
-    return {"t2v": test["t2v"], "v2t": test["v2t"], "gflops": flops["video"],
-            "gflops_audio_encoder": flops.get("audio", 0.0), "train_seconds": seconds,
-            "best_epoch": result.best_epoch, "val": result.best_metrics, "loss_curve": result.losses,
-            "steps": result.global_step, "sim": test.get("sim")}
-
-
-def finished_run(run_dir: Path, cfg: ModelConfig, recipe=None,
-                 data_dir: Optional[Path] = None) -> Optional[Tuple[Path, dict]]:
-    """``(checkpoint dir, trainer state)`` of a finished fine-tuning run in ``run_dir`` (as
-    :func:`eclipse_lite.train.loop.fit` writes it: ``best/`` when kept, else ``last/``), or None when
-    there is none, it is unfinished, it trained another model than ``cfg``, another recipe than
-    ``recipe`` (a TrainConfig; None accepts any), or it is older than the benchmark in
-    ``data_dir`` (its ``meta.json`` is written when the benchmark is made)."""
-    run_dir = Path(run_dir)
-    state_file = run_dir / "last" / "trainer_state.json"
-    best = run_dir / "best" if (run_dir / "best" / "model.safetensors").exists() else run_dir / "last"
-    if not (state_file.exists() and (best / "model.safetensors").exists()):
-        return None
-    state = json.loads(state_file.read_text())
-    stored = state.get("model_config")
-    if (not state.get("finished") or stored is None
-            or cfg.fields_differing_from(stored, ignore=("name", "gradient_checkpointing"))):
-        return None                                    # unfinished, or another model / preset
-    meta = Path(data_dir) / "meta.json" if data_dir is not None else None
-    if meta is not None and meta.exists() and state_file.stat().st_mtime < meta.stat().st_mtime:
-        return None                                    # trained before the benchmark was remade
-    if recipe is not None and state.get("train_config") != recipe.to_dict():
-        return None                                    # other settings (e.g. max_steps)
-    return best, state
-
-
-def earlier_runs(fusion: str, seed: int, recipe) -> List[Tuple[Path, object]]:
-    """Where ``make demo`` (``runs/demo/models/<fusion>-seed<seed>``, its own recipe: any is
-    accepted) and ``make notebooks`` (notebook 04's ``models/<fusion>``, only with ``recipe``)
-    leave fine-tuned models, relative to the repository root: :func:`finetuned`'s ``reuse``."""
-    return [(Path("runs/demo/models") / f"{fusion}-seed{seed}", None),
-            (Path("runs/notebooks/04_contrastive_training/models") / fusion, recipe)]
-
-
-def finetuned(fusion: str, cfg: ModelConfig, clips, clip_state, tc, out_dir: Path,
-              data_dir: Optional[Path] = None,
-              reuse: Sequence[Tuple[Path, object]] = ()) -> Tuple[ECLIPSE, List[float], str]:
-    """A fine-tuned ``fusion`` model of ``cfg``: ``(model, loss per step, where it came from)``.
-
-    Loads the checkpoint of the first finished run that :func:`finished_run` accepts among
-    ``reuse`` (``(run dir, recipe or None)`` pairs, e.g. the demo's and notebook 04's runs) and
-    ``out_dir`` with recipe ``tc``; otherwise fine-tunes now into ``out_dir`` (:func:`fine_tune`).
-    The notebooks use this so that a model is trained once and then shared between them.
-    """
-    model_cfg = cfg.replace(fusion=fusion)
-    for run_dir, recipe in [*reuse, (Path(out_dir), tc)]:
-        found = finished_run(run_dir, model_cfg, recipe, data_dir)
-        if found is not None:
-            best, state = found
-            return ECLIPSE.from_pretrained(best), [r["loss"] for r in state.get("history", [])], str(best)
-    model, result = fine_tune(fusion, cfg, clips, clip_state, tc, Path(out_dir))
-    return model, result.losses, "fine-tuned now"
+    return {"t2v": res["t2v"], "v2t": res["v2t"], "gflops": flops["video"],
+            "gflops_audio_encoder": flops.get("audio", 0.0), "train_seconds": res["fit_seconds"],
+            "best_epoch": res["best_epoch"], "val": res["val"], "loss_curve": res["losses"],
+            "steps": res["steps"], "sim": res["sim"]}
 
 
 def run_demo(out: Path = Path("runs/demo"), preset: str = "tiny", seeds: Sequence[int] = (0,),
@@ -199,7 +105,7 @@ def run_demo(out: Path = Path("runs/demo"), preset: str = "tiny", seeds: Sequenc
     clip_state, encoder, pre_info = pretrained_towers(cfg, Path(data_dir) / "pretrained", pc,
                                                        progress=progress)
     t_pre = time.time()
-    clips = load_clips(data_dir, cfg, encoder, progress=progress)
+    clips = load_benchmark(data_dir, cfg, encoder, progress=progress)
     t_clips = time.time()
     tc = demo_train_config(preset, **(train_overrides or {}))
     runs: Dict[str, List[dict]] = {m: [] for m in models}
@@ -229,7 +135,6 @@ def _mean_std(values: List[float]) -> Dict[str, float]:
 def summarise(runs: Dict[str, List[dict]], cfg: ModelConfig, tc, seeds: Sequence[int]) -> dict:
     """results.json: per model the metric dicts (first seed; exactly retrieval_metrics' keys),
     plus mean/std over seeds when there are several."""
-    from eclipse_lite.train.results import git_commit
     models = {}
     for fusion, res in runs.items():
         first = res[0]
@@ -247,10 +152,8 @@ def summarise(runs: Dict[str, List[dict]], cfg: ModelConfig, tc, seeds: Sequence
 
 def save_loss_curves(curves: Dict[str, List[float]], path: Path) -> None:
     """One line per model: training loss against step (smoothed over 10 steps)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
     for name, losses in curves.items():
         if len(losses):
             k = min(10, len(losses))
@@ -261,32 +164,19 @@ def save_loss_curves(curves: Dict[str, List[float]], path: Path) -> None:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    _save_figure(fig, path)
-
-
-def _save_figure(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-    path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path, dpi=110)
 
 
 def save_gallery(sim: torch.Tensor, clips, path: Path, queries: Sequence[int] = (0, 1, 2), k: int = 5) -> None:
     """A caption and its top-k videos (middle frame of each), ground truth framed in green."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from eclipse_lite.config import CLIP_MEAN, CLIP_STD
-    mean, std = torch.tensor(CLIP_MEAN).view(3, 1, 1), torch.tensor(CLIP_STD).view(3, 1, 1)
     queries = [q for q in queries if q < sim.shape[0]]
-    fig, axes = plt.subplots(len(queries), k, figsize=(2.0 * k, 2.5 * len(queries)), squeeze=False)
+    fig = Figure(figsize=(2.0 * k, 2.5 * len(queries)))
+    axes = fig.subplots(len(queries), k, squeeze=False)
     for row, q in enumerate(queries):
         top = torch.argsort(sim[q], descending=True)[:k].tolist()
         for col, v in enumerate(top):
-            frames = clips.frames[v].float()
-            img = (frames[frames.shape[0] // 2] * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
+            frames = clips.frames[v]
+            img = clip_denormalize(frames[frames.shape[0] // 2]).numpy()        # [H, W, 3] in [0, 1]
             ax = axes[row][col]
             ax.imshow(img)
             ax.set_xticks([])
@@ -300,7 +190,7 @@ def save_gallery(sim: torch.Tensor, clips, path: Path, queries: Sequence[int] = 
         axes[row][0].set_ylabel("\n".join(caption[i:i + 28] for i in range(0, min(len(caption), 112), 28)),
                                 fontsize=6, rotation=0, ha="right", va="center")
     fig.tight_layout()
-    _save_figure(fig, path)
+    save_figure(fig, path, dpi=110)
 
 
 def write_report(out: Path, results: dict, runs: Dict[str, List[dict]], clips) -> None:

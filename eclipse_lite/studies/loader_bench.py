@@ -1,8 +1,8 @@
 """Data-loading throughput: clips per second for decode + T frames + per-frame audio windows.
 
-    python -m eclipse_lite.studies.loader_bench --videos DIR --frames 32 --workers 2
-    python -m eclipse_lite.studies.loader_bench --manifest data/generated/tiny/test.jsonl --frames 32
-    python -m eclipse_lite.studies.loader_bench --make 20 --duration 90 --frames 32 --workers 2
+    eclipse-lite loader-bench --videos DIR --frames 32 --workers 2
+    eclipse-lite loader-bench --manifest data/generated/tiny/test.jsonl --frames 32
+    eclipse-lite loader-bench --make 20 --duration 90 --frames 32 --workers 2
 
 ``--make N`` first writes N test videos (``--duration`` s, ``--size`` px, ``--fps``, H.264 +
 AAC, moving shapes and tones; seeded, written once into ``--out``) and measures on them. The
@@ -15,28 +15,28 @@ the machine is shared. Not a test: the figures depend on the machine.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import sys
+import resource
 import time
 from concurrent.futures import ProcessPoolExecutor
 from fractions import Fraction
 from typing import List, Optional
 
+import av
 import numpy as np
+import torch
+from torch.utils.data import DataLoader
 
-from eclipse_lite.data.dataset import Item, RetrievalDataset, collate, expand_compact, read_jsonl_manifest
-from eclipse_lite.data.dataset import VIDEO_EXTENSIONS
-from eclipse_lite.data.heap import keep_freed_memory
+from eclipse_lite.data.dataset import RetrievalDataset, collate, expand_compact
+from eclipse_lite.data.readers import VIDEO_EXTENSIONS, Item
+from eclipse_lite.files import atomic_path
 
 
 def write_bench_video(path: str, duration_s: float = 90.0, fps: int = 4, size: int = 128,
                       sample_rate: int = 16000, seed: int = 0) -> str:
     """One benchmark video: coloured squares drifting over a gradient, and a tone that changes
-    pitch every few seconds over faint noise; H.264 (veryfast) + AAC mono in mp4."""
-    import av
-
+    pitch every few seconds over faint noise; H.264 (veryfast) + AAC mono in mp4: ``duration_s *
+    fps`` frames of ``size x size`` px, ``duration_s * sample_rate`` samples. Returns ``path``."""
     rng = np.random.default_rng(seed)
     n_frames = int(round(duration_s * fps))
     yy, xx = np.mgrid[0:size, 0:size]
@@ -44,8 +44,7 @@ def write_bench_video(path: str, duration_s: float = 90.0, fps: int = 4, size: i
                            np.full_like(xx, int(rng.integers(0, 256)))], -1).astype(np.uint8)
     shapes = [(rng.integers(0, 256, 3), rng.uniform(0, size, 2), rng.uniform(-3, 3, 2),
                int(rng.integers(size // 10, size // 4))) for _ in range(3)]
-    tmp = path + ".part"
-    with av.open(tmp, "w", format="mp4") as out:
+    with atomic_path(path) as tmp, av.open(tmp, "w", format="mp4") as out:
         vs = out.add_stream("libx264", rate=fps)
         vs.width = vs.height = size
         vs.pix_fmt = "yuv420p"
@@ -81,7 +80,6 @@ def write_bench_video(path: str, duration_s: float = 90.0, fps: int = 4, size: i
                     out.mux(packet)
         for packet in ast.encode():
             out.mux(packet)
-    os.replace(tmp, path)
     return path
 
 
@@ -100,14 +98,13 @@ def make_bench_videos(out_dir: str, n: int = 20, duration_s: float = 90.0, fps: 
 
 
 def _write_one(args) -> str:
+    """:func:`write_bench_video` on one argument tuple (for ``ProcessPoolExecutor.map``)."""
     path, duration_s, fps, size, sample_rate, seed = args
     return write_bench_video(path, duration_s, fps, size, sample_rate, seed)
 
 
 def _cpu_seconds() -> float:
     """CPU time of this process plus its finished children (the DataLoader workers)."""
-    import resource
-
     own = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
@@ -126,17 +123,12 @@ def items_from_dir(video_dir: str) -> List[Item]:
 def run(items: List[Item], frames: int = 32, workers: int = 2, batch_size: int = 4,
         image_size: int = 224, window_s: float = 10.0, sample_rate: int = 16000,
         backend: str = "auto", epochs: int = 2, max_clips: Optional[int] = None,
-        compact: bool = True, keep_memory: bool = True) -> dict:
+        compact: bool = True) -> dict:
     """Load ``items`` through a DataLoader and time it. Returns the measured figures.
 
     ``compact``: workers send uint8 frames and the waveform, and the main process normalises
     the frames and cuts the audio windows (:func:`~eclipse_lite.data.dataset.expand_compact`,
-    inside the timed loop, on the CPU), as training does; False: workers send it all finished.
-    ``keep_memory``: :func:`~eclipse_lite.data.heap.keep_freed_memory` first (this process and the
-    workers it forks reuse freed batch buffers instead of page-faulting fresh ones)."""
-    import torch
-    from torch.utils.data import DataLoader
-
+    inside the timed loop, on the CPU), as training does; False: workers send it all finished."""
     if max_clips:
         items = items[:max_clips]
     ds = RetrievalDataset(items, num_frames=frames, image_size=image_size,
@@ -144,7 +136,6 @@ def run(items: List[Item], frames: int = 32, workers: int = 2, batch_size: int =
                           compact=compact)
     loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate,
                         persistent_workers=workers > 0)
-    kept = keep_freed_memory() if keep_memory else False
     torch.set_num_threads(1)
     cpu_start = _cpu_seconds()
     # "steady" excludes the start: until every worker has delivered its first batch, the
@@ -174,66 +165,4 @@ def run(items: List[Item], frames: int = 32, workers: int = 2, batch_size: int =
             "cpu_s_per_clip": round(cpu / clips, 4) if clips else None,
             "frames": frames, "workers": workers, "batch_size": batch_size,
             "image_size": image_size, "window_s": window_s, "backend": backend,
-            "compact": compact, "keep_memory": kept, "cpus": os.cpu_count()}
-
-
-def main(argv: Optional[List[str]] = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m eclipse_lite.studies.loader_bench",
-                                description=__doc__.split("\n\n")[0])
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--videos", help="folder of video files")
-    src.add_argument("--manifest", help="a JSONL manifest (generic format)")
-    src.add_argument("--make", type=int, metavar="N", help="write N test videos, then measure")
-    p.add_argument("--out", default="data/generated/bench", help="where --make writes")
-    p.add_argument("--duration", type=float, default=90.0, help="--make: seconds per video")
-    p.add_argument("--fps", type=int, default=4, help="--make: frame rate")
-    p.add_argument("--size", type=int, default=128, help="--make: frame size (px)")
-    p.add_argument("--frames", type=int, default=32, help="frames per clip (T)")
-    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--image-size", type=int, default=224, help="frames are squashed to this")
-    p.add_argument("--window", type=float, default=10.0, help="audio window per frame (s)")
-    p.add_argument("--sample-rate", type=int, default=16000)
-    p.add_argument("--backend", default="auto", choices=["auto", "decord", "pyav"])
-    p.add_argument("--epochs", type=int, default=2, help="passes over the clips")
-    p.add_argument("--max-clips", type=int, default=None)
-    p.add_argument("--no-compact", dest="compact", action="store_false",
-                   help="workers normalise frames and cut audio windows themselves (~40 MB per "
-                        "32-frame clip through shared memory instead of ~6 MB)")
-    p.add_argument("--no-keep-memory", dest="keep_memory", action="store_false",
-                   help="leave glibc's malloc settings alone (each batch's ~160 MB of buffers is "
-                        "mmapped and page-faulted afresh)")
-    p.add_argument("--json", action="store_true", help="print the result as one JSON line")
-    args = p.parse_args(argv)
-
-    if args.make:
-        t0 = time.perf_counter()
-        make_bench_videos(args.out, args.make, args.duration, args.fps, args.size,
-                          args.sample_rate, workers=max(1, args.workers))
-        print(f"videos ready in {args.out} ({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
-        items = items_from_dir(args.out)[: args.make]
-    elif args.videos:
-        items = items_from_dir(args.videos)
-    else:
-        items = read_jsonl_manifest(args.manifest)
-    result = run(items, frames=args.frames, workers=args.workers, batch_size=args.batch_size,
-                 image_size=args.image_size, window_s=args.window, sample_rate=args.sample_rate,
-                 backend=args.backend, epochs=args.epochs, max_clips=args.max_clips,
-                 compact=args.compact, keep_memory=args.keep_memory)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(f"{result['clips']} clips in {result['seconds']} s: {result['clips_per_s']} clips/s "
-              f"({result['clips_per_s_steady']} clips/s once every worker has delivered a "
-              f"batch); {result['cpu_s_per_clip'] * 1000:.0f} ms of CPU per clip, i.e. at most "
-              f"{os.cpu_count() / result['cpu_s_per_clip']:.1f} clips/s on {os.cpu_count()} idle "
-              f"cores; T={args.frames}, {args.image_size} px, {args.window} s audio windows, "
-              f"{args.workers} workers, backend={args.backend}, "
-              f"{'compact' if args.compact else 'finished'} batches, "
-              f"{'freed memory kept' if result['keep_memory'] else 'malloc defaults'}, "
-              f"{result['skipped']} skipped")
-    return result
-
-
-if __name__ == "__main__":
-    main()
+            "compact": compact, "cpus": os.cpu_count()}

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from eclipse_lite.config import ModelConfig
+from eclipse_lite.model import ECLIPSE
 from eclipse_lite.train.config import autocast, resolve_precision
 
 log = logging.getLogger(__name__)
@@ -74,9 +75,9 @@ def _probe_activations(model: nn.Module, probe: Sequence[int], autocast_dtype):
             x = model.visual.embed(frames).detach().requires_grad_()
             a = a_mask = None
             if fused:
-                a, a_mask = model._audio_stream(audio, None, 1, k, x.device, x.dtype)
+                a, a_mask = model.audio_stream(audio, None, 1, k, x.device, x.dtype)
                 a = a.detach().requires_grad_()
-                layer = lambda: model._layer(layer_index, x, a, a_mask, False)  # noqa: E731
+                layer = lambda: model.video_layer(layer_index, x, a, a_mask, False)  # noqa: E731
             else:
                 layer = lambda: model.visual.blocks[layer_index](x)  # noqa: E731
             layer_bytes.append(_saved_bytes(layer, exclude))
@@ -121,7 +122,6 @@ def estimate_peak_memory(cfg: Optional[ModelConfig] = None, batch_size: int = 64
     Not included: the CUDA context (~0.5 GB), allocator fragmentation (typically 5-15 %), cuDNN /
     cuBLAS workspaces. Returns a dict of byte counts per term, ``peak_bytes`` and ``peak_gib``.
     """
-    from eclipse_lite.model import ECLIPSE
     cfg = ModelConfig.preset("base") if cfg is None else cfg
     cfg = cfg.replace(gradient_checkpointing=False)
     frames_per_video = int(num_frames or cfg.num_frames)

@@ -12,10 +12,9 @@ Everything works headless: figures are ``matplotlib.figure.Figure`` objects made
 """
 from __future__ import annotations
 
-import contextlib
+import io
 import os
-import tempfile
-from typing import Iterator, Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -23,35 +22,15 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 
-from eclipse_lite.config import CLIP_MEAN, CLIP_STD
+from eclipse_lite.clip import clip_denormalize
+from eclipse_lite.files import atomic_path
 
-__all__ = ["atomic_output", "save_png", "save_gif", "save_figure", "to_uint8_frames",
+__all__ = ["save_png", "save_gif", "save_figure", "to_uint8_frames",
            "heat_colours", "draw_box", "image_grid", "show_frames", "plot_frame_sweep",
            "plot_bench", "plot_localisation_scores"]
 
 
 # ------------------------------------------------------------------------------ atomic files
-@contextlib.contextmanager
-def atomic_output(path: str) -> Iterator[str]:
-    """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically.
-
-    The temporary file keeps ``path``'s extension (image writers pick the format from it) and
-    is removed if the block raises.
-    """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    stem, ext = os.path.splitext(os.path.basename(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{stem}.", suffix=f".tmp{ext}")
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _check_image(image: np.ndarray, what: str = "image") -> np.ndarray:
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
@@ -62,7 +41,7 @@ def _check_image(image: np.ndarray, what: str = "image") -> np.ndarray:
 def save_png(image: np.ndarray, path: str) -> str:
     """Write a uint8 RGB image ``[H, W, 3]`` as PNG, atomically. Returns ``path``."""
     image = _check_image(image)
-    with atomic_output(path) as tmp:
+    with atomic_path(path) as tmp:
         Image.fromarray(image).save(tmp, format="PNG")
     return path
 
@@ -77,7 +56,7 @@ def save_gif(frames: Sequence[np.ndarray], path: str, fps: float = 4.0, loop: in
     if any(f.shape != images[0].shape for f in images):
         raise ValueError(f"save_gif: frames differ in size: {sorted({f.shape for f in images})}")
     pil = [Image.fromarray(f) for f in images]
-    with atomic_output(path) as tmp:
+    with atomic_path(path) as tmp:
         pil[0].save(tmp, format="GIF", save_all=True, append_images=pil[1:],
                     duration=int(round(1000.0 / fps)), loop=int(loop), optimize=False)
     return path
@@ -86,7 +65,7 @@ def save_gif(frames: Sequence[np.ndarray], path: str, fps: float = 4.0, loop: in
 def save_figure(fig: Figure, path: str, dpi: int = 120) -> str:
     """Save a matplotlib figure (format from the extension), atomically."""
     ext = os.path.splitext(os.fspath(path))[1].lstrip(".") or "png"
-    with atomic_output(path) as tmp:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=ext)
     return path
 
@@ -96,9 +75,8 @@ def figure_png(fig: Figure, dpi: int = 100) -> bytes:
     ``ipywidgets.Image``. The explorers redraw widgets by value rather than capturing output in
     an ``ipywidgets.Output``: under papermill, nbclient answers every capture on the shell channel
     while it waits there for the cell's reply, which can leave it waiting forever."""
-    import io
 
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # pyplot only here: importing it early would fix a backend
 
     buf = io.BytesIO()
     fig.savefig(buf, dpi=dpi, bbox_inches="tight", format="png")
@@ -110,15 +88,10 @@ def figure_png(fig: Figure, dpi: int = 100) -> bytes:
 def to_uint8_frames(frames) -> np.ndarray:
     """CLIP-normalised frames ``[..., 3, H, W]`` (torch or numpy) → uint8 ``[..., H, W, 3]``.
 
-    Undoes ``(x / 255 - CLIP_MEAN) / CLIP_STD``; use it to look at what the model saw.
+    Undoes ``(x / 255 - CLIP_MEAN) / CLIP_STD`` (:func:`eclipse_lite.clip.clip_denormalize`, then
+    ``round(255 x)``); use it to look at what the model saw.
     """
-    x = frames.detach().cpu().float().numpy() if torch.is_tensor(frames) else np.asarray(frames, np.float32)
-    if x.ndim < 3 or x.shape[-3] != 3:
-        raise ValueError(f"frames must be [..., 3, H, W], got {tuple(x.shape)}")
-    mean = np.asarray(CLIP_MEAN, np.float32)[:, None, None]
-    std = np.asarray(CLIP_STD, np.float32)[:, None, None]
-    x = (x * std + mean) * 255.0
-    return np.moveaxis(np.clip(np.round(x), 0, 255).astype(np.uint8), -3, -1)
+    return np.round(clip_denormalize(frames).cpu().numpy() * 255.0).astype(np.uint8)
 
 
 def heat_colours(heat: np.ndarray, cmap: str = "jet") -> np.ndarray:

@@ -86,14 +86,16 @@ def _env_int(name: str, default: int) -> int:
 
 
 def resolve_device(device: Any = "auto", local_rank: int = 0) -> torch.device:
-    """``"auto"`` → ``cuda:<local_rank>`` when CUDA is available, else ``cpu``; else as given."""
+    """The one device rule: ``"auto"``/None → ``cuda:<local_rank>`` when CUDA is available, else
+    ``cpu``; ``"cuda"`` → ``cuda:<local_rank>``; else as given. ValueError when CUDA is asked
+    for and absent."""
     if device is None or str(device) == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     dev = torch.device(device)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError(f"device={str(device)!r} was requested but CUDA is not available; "
-                               "use device='cpu' or 'auto'")
+            raise ValueError(f"device {str(device)!r}: CUDA is not available on this machine; "
+                             "use 'cpu' or 'auto'")
         if dev.index is None:
             dev = torch.device(f"cuda:{local_rank}")
     return dev

@@ -1,15 +1,18 @@
 """``evaluate``: text-to-video and video-to-text retrieval metrics over a whole split."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import warnings
 from typing import Any, Dict, List, Optional, Union
 
 import torch
-from torch import nn
+import torch.distributed as dist
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from eclipse_lite.metrics import retrieval_metrics
+from eclipse_lite.model import TextFeatures, VideoFeatures
 from eclipse_lite.train.config import autocast, resolve_precision
 from eclipse_lite.train.distributed import (
     ShardedEvalSampler,
@@ -25,7 +28,6 @@ log = logging.getLogger(__name__)
 def _gather_strings(values: List[str]) -> List[str]:
     if get_world_size() == 1:
         return list(values)
-    import torch.distributed as dist
     parts: List[Any] = [None] * get_world_size()
     dist.all_gather_object(parts, list(values))
     return [v for part in parts for v in part]
@@ -77,7 +79,10 @@ def evaluate(model: nn.Module, loader: Union[Dataset, DataLoader], audio_encoder
     modes = [(m, m.training) for m in (model, audio_encoder) if m is not None]
     for m, _ in modes:
         m.eval()
-    texts, videos, ids, captions = [], [], [], []
+    head = model.head
+    texts: Dict[str, List[Tensor]] = {k: [] for k in head.text_fields}
+    videos: Dict[str, List[Tensor]] = {k: [] for k in head.video_fields}
+    ids, captions = [], []
     skipped = 0
     try:
         for batch in loader:
@@ -91,20 +96,20 @@ def evaluate(model: nn.Module, loader: Union[Dataset, DataLoader], audio_encoder
             inputs = batch_inputs(batch, cfg, device)
             with autocast(device, autocast_dtype):
                 audio = prepare_audio(cfg, inputs["audio"], inputs["audio_mask"], audio_encoder)
-                video = model.encode_video(inputs["frames"], audio, inputs["frame_mask"],
-                                           inputs["audio_mask"])
-                text = model.encode_text(inputs["input_ids"], inputs["attention_mask"])
-            videos.append(video.float())
-            texts.append(text.float())
+                video = model.video_features(inputs["frames"], audio, inputs["frame_mask"],
+                                             inputs["audio_mask"])
+                text = model.text_features(inputs["input_ids"], inputs["attention_mask"])
+            _keep(videos, video)
+            _keep(texts, text)
             ids.extend(str(v) for v in batch["video_id"])
             caps = batch.get("caption")
             captions.extend(list(caps) if caps is not None else [""] * len(batch["video_id"]))
     finally:
         for m, was_training in modes:
             m.train(was_training)
-    dim = cfg.embed_dim
-    text_all = all_gather_variable(torch.cat(texts) if texts else torch.zeros(0, dim, device=device))
-    video_all = all_gather_variable(torch.cat(videos) if videos else torch.zeros(0, dim, device=device))
+    empty = torch.zeros(0, cfg.embed_dim, device=device)
+    text_all = TextFeatures(**_gathered(texts, TextFeatures, empty))
+    video_all = VideoFeatures(**_gathered(videos, VideoFeatures, empty))
     ids = _gather_strings(ids)
     if return_sim:
         captions = _gather_strings(captions)
@@ -119,6 +124,36 @@ def evaluate(model: nn.Module, loader: Union[Dataset, DataLoader], audio_encoder
         warnings.warn(message)
     if len(ids) == 0:
         raise ValueError("the evaluation set is empty")
+    _check_unique(ids)
+    with torch.no_grad():
+        sim = model.similarity(text_all, video_all).float().cpu()   # [texts, videos], cosine
+    result: Dict[str, Any] = {"t2v": retrieval_metrics(sim), "v2t": retrieval_metrics(sim.T),
+                              "n": len(ids)}
+    if skipped:
+        result["num_skipped"] = skipped
+    if return_sim:
+        result.update(sim=sim, video_ids=ids, captions=captions)
+    return result
+
+
+def _keep(parts: Dict[str, List[Tensor]], features: Any) -> None:
+    """Append the fields ``parts`` asks for of one batch's features (float32, no graph)."""
+    for name, kept in parts.items():
+        kept.append(getattr(features, name).float())
+
+
+def _gathered(parts: Dict[str, List[Tensor]], cls: Any, empty: Tensor) -> Dict[str, Any]:
+    """The kept fields over the whole split (every process's rows, in dataset order); the fields
+    of ``cls`` that the head does not read are None; ``empty`` stands for a process with no rows."""
+    out: Dict[str, Any] = {f.name: None for f in dataclasses.fields(cls)}
+    for name, kept in parts.items():
+        local = torch.cat(kept) if kept else empty
+        out[name] = all_gather_variable(local)
+    return out
+
+
+def _check_unique(ids: List[str]) -> None:
+    """Retrieval needs each video once: an error naming the first duplicated ids."""
     seen: Dict[str, int] = {}
     duplicates = []
     for i, vid in enumerate(ids):
@@ -129,11 +164,3 @@ def evaluate(model: nn.Module, loader: Union[Dataset, DataLoader], audio_encoder
         raise ValueError(f"duplicate video ids in the evaluation set: {', '.join(duplicates[:5])}"
                          f"{' ...' if len(duplicates) > 5 else ''}; retrieval needs one caption "
                          "per video, each video once")
-    sim = (text_all @ video_all.T).cpu()                      # [texts, videos], cosine
-    result: Dict[str, Any] = {"t2v": retrieval_metrics(sim), "v2t": retrieval_metrics(sim.T),
-                              "n": len(ids)}
-    if skipped:
-        result["num_skipped"] = skipped
-    if return_sim:
-        result.update(sim=sim, video_ids=ids, captions=captions)
-    return result

@@ -24,8 +24,9 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
 
-from eclipse_lite.checkpoints import atomic_write_text
+from eclipse_lite.files import atomic_write_text
 from eclipse_lite.train.config import TrainConfig, resolve_precision, seed_everything
 from eclipse_lite.train.distributed import (
     ShardedBatchSampler,
@@ -73,7 +74,6 @@ def _progress_enabled(tc_progress: bool = True) -> bool:
 
 
 def _tqdm(**kw):
-    from tqdm.auto import tqdm
     return tqdm(**kw)
 
 

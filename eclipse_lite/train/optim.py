@@ -58,19 +58,23 @@ def param_groups(model: nn.Module, tc: TrainConfig,
     return groups
 
 
+def adamw(groups: List[dict], betas: Tuple[float, float], eps: float = 1e-8,
+          lr: Optional[float] = None) -> torch.optim.AdamW:
+    """AdamW over parameter ``groups`` (decoupled weight decay), PyTorch's fused kernel where
+    the parameters' device supports it (CPU and CUDA; about 3x faster than the default on a
+    CPU), else the default implementation. ``lr``: the default for groups without their own."""
+    extra = {} if lr is None else {"lr": lr}
+    try:
+        return torch.optim.AdamW([dict(g) for g in groups], betas=tuple(betas), eps=eps, fused=True,
+                                 **extra)
+    except (RuntimeError, ValueError):
+        return torch.optim.AdamW([dict(g) for g in groups], betas=tuple(betas), eps=eps, **extra)
+
+
 def build_optimizer(model: nn.Module, tc: TrainConfig,
                     audio_encoder: Optional[nn.Module] = None) -> torch.optim.AdamW:
-    """AdamW over :func:`param_groups` with ``tc.betas``, ``tc.eps`` (decoupled weight decay).
-
-    Uses PyTorch's fused kernel where the parameters' device supports it (CPU and CUDA; about
-    3x faster than the default on a CPU), else the default implementation.
-    """
-    try:
-        return torch.optim.AdamW(param_groups(model, tc, audio_encoder), betas=tuple(tc.betas),
-                                 eps=tc.eps, fused=True)
-    except (RuntimeError, ValueError):   # (the failed attempt filled in its group dicts)
-        return torch.optim.AdamW(param_groups(model, tc, audio_encoder), betas=tuple(tc.betas),
-                                 eps=tc.eps)
+    """:func:`adamw` over :func:`param_groups` with ``tc.betas``, ``tc.eps``."""
+    return adamw(param_groups(model, tc, audio_encoder), tc.betas, tc.eps)
 
 
 def warmup_steps_for(total_steps: int, warmup_fraction: float) -> int:
@@ -80,12 +84,14 @@ def warmup_steps_for(total_steps: int, warmup_fraction: float) -> int:
     return max(1, int(round(warmup_fraction * total_steps)))
 
 
-def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+def lr_factor(step: int, warmup_steps: int, total_steps: int, zero_after_last: bool = True) -> float:
     """Multiplier of the base learning rate for optimizer update ``step`` (0-based).
 
     Warm-up: ``(step + 1) / W`` for ``step < W`` (the first update already moves, the W-th is at
-    full rate). Then a half cosine ``0.5 (1 + cos(pi (step - W + 1) / (S - W + 1)))`` that
-    reaches 0 one update after the last (``S`` = total), so no update is wasted at lr 0.
+    full rate). Then a half cosine. Fine-tuning (``zero_after_last``):
+    ``0.5 (1 + cos(pi (step - W + 1) / (S - W + 1)))``, which reaches 0 one update after the
+    last (``S`` = total), so no update is wasted at lr 0. Pretraining (``zero_after_last=False``):
+    ``0.5 (1 + cos(pi (step - W) / (S - W)))``, at full rate on the first update after warm-up.
     """
     if total_steps <= 0:
         raise ValueError(f"total_steps must be positive, got {total_steps}")
@@ -93,6 +99,8 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
         raise ValueError(f"warmup_steps={warmup_steps} must lie in 0..total_steps={total_steps}")
     if step < warmup_steps:
         return (step + 1) / warmup_steps
+    if not zero_after_last:
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / max(1, total_steps - warmup_steps)))
     progress = (step - warmup_steps + 1) / (total_steps - warmup_steps + 1)
     return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 

@@ -31,7 +31,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -42,17 +41,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
-from eclipse_lite.audio import build_audio_encoder
-from eclipse_lite.checkpoints import (
-    atomic_save_safetensors,
-    atomic_write_text,
-    read_state_dict,
-)
-from eclipse_lite.config import CLIP_MEAN, CLIP_STD, ModelConfig
+from eclipse_lite.audio_encoders import build_audio_encoder
+from eclipse_lite.checkpoints import atomic_save_safetensors, read_state_dict
+from eclipse_lite.clip import clip_normalize
+from eclipse_lite.config import ModelConfig
+from eclipse_lite.data.synth import generate as synth
+from eclipse_lite.data.synth.captions import sound_caption
+from eclipse_lite.data.synth.generate import SOUND_CLASSES, sample_frame_caption, sample_sound_clip
+from eclipse_lite.files import atomic_write_text
 from eclipse_lite.losses import symmetric_infonce
 from eclipse_lite.model import ECLIPSE
 from eclipse_lite.tokenizer import tokenize
+from eclipse_lite.train.optim import adamw, lr_factor
 
 log = logging.getLogger(__name__)
 
@@ -87,36 +89,16 @@ class PretrainConfig:
 
 
 def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
     return tqdm(total=total, desc=desc, disable=not enabled or bool(os.environ.get("CI")),
                 leave=False)
 
 
-def _cosine(step: int, total: int, warmup: int) -> float:
-    if step < warmup:
-        return (step + 1) / max(1, warmup)
-    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-
 def _optimizer(params: List[Tuple[str, nn.Parameter]], pc: PretrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on the matrices that are not embeddings."""
     decay = [p for n, p in params if p.dim() >= 2 and "embedding" not in n]
     no_decay = [p for n, p in params if not (p.dim() >= 2 and "embedding" not in n)]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": pc.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=pc.lr, betas=pc.betas,
-                             fused=True)
-
-
-def normalise_frames(images: np.ndarray) -> Tensor:
-    """uint8 [..., H, W, 3] -> float [..., 3, H, W], scaled to [0, 1] and CLIP-normalised.
-
-    The data loaders use ``eclipse_lite.data.io.to_clip_input`` (a faster multiply-subtract,
-    equal up to the last bit); this one stays as it is because the pretrained towers' cache key
-    does not cover its arithmetic."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
-    x = x.movedim(-1, -3)
-    mean = torch.tensor(CLIP_MEAN).view(3, 1, 1)
-    std = torch.tensor(CLIP_STD).view(3, 1, 1)
-    return (x - mean) / std
+    return adamw([{"params": decay, "weight_decay": pc.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}], betas=pc.betas, lr=pc.lr)
 
 
 def trim_padding(ids: Tensor, mask: Tensor) -> Tuple[Tensor, Tensor]:
@@ -161,11 +143,10 @@ def sound_text_bank(encoder: nn.Module, cfg: ModelConfig, pc: PretrainConfig,
                     caption: Optional[Callable[[str, np.random.Generator], str]] = None) -> SoundTextBank:
     """Render ``pc.sound_text_pool`` clips (a stream of their own) and embed them with ``encoder``."""
     if sound_sampler is None:
-        from eclipse_lite.data.synth.generate import SOUND_CLASSES
-        from eclipse_lite.data.synth.generate import sample_sound_clip as sound_sampler
+        sound_sampler = sample_sound_clip
         class_names = list(SOUND_CLASSES)
     if caption is None:
-        from eclipse_lite.data.synth.captions import sound_caption as caption
+        caption = sound_caption
     if class_names is None:
         raise ValueError("class_names is required with a custom sound_sampler")
     waves, labels = _sound_pool(cfg, dataclasses.replace(pc, sound_pool=pc.sound_text_pool), sound_sampler,
@@ -193,9 +174,7 @@ def pretrain_clip(cfg: ModelConfig, pc: PretrainConfig, frame_sampler: Optional[
     Returns (state dict of the towers and logit scale, loss per step: the frame-caption loss).
     """
     if frame_sampler is None:
-        from eclipse_lite.data.synth.generate import (
-            sample_frame_caption as frame_sampler,
-        )
+        frame_sampler = sample_frame_caption
     torch.manual_seed(pc.seed)
     rng = np.random.default_rng(pc.seed)
     model = ECLIPSE(cfg.replace(fusion="none", gradient_checkpointing=False))
@@ -211,9 +190,10 @@ def pretrain_clip(cfg: ModelConfig, pc: PretrainConfig, frame_sampler: Optional[
     bar = _progress(pc.clip_steps, "pretrain CLIP on frames", progress)
     for step in range(pc.clip_steps):
         pairs = [frame_sampler(rng, cfg.image_size) for _ in range(pc.batch_size)]
-        frames = normalise_frames(np.stack([p[0] for p in pairs]))[:, None]  # [B, 1, 3, H, W]
+        # divide=True: the towers' cache key does not cover the arithmetic (clip_normalize)
+        frames = clip_normalize(np.stack([p[0] for p in pairs]), divide=True)[:, None]  # [B, 1, 3, H, W]
         for group in opt.param_groups:
-            group["lr"] = pc.lr * _cosine(step, pc.clip_steps, warmup)
+            group["lr"] = pc.lr * lr_factor(step, warmup, pc.clip_steps, zero_after_last=False)
         if use_sound and pc.mixed_caption_p > 0:
             loss = frame_loss = _mixed_caption_loss(model, sound_head, sound_bank, frames,
                                                     [p[1] for p in pairs], rng, pc, cfg)
@@ -312,8 +292,7 @@ def pretrain_audio(cfg: ModelConfig, pc: PretrainConfig, sound_sampler: Optional
     is measured on clips rendered from a different random stream.
     """
     if sound_sampler is None:
-        from eclipse_lite.data.synth.generate import SOUND_CLASSES
-        from eclipse_lite.data.synth.generate import sample_sound_clip as sound_sampler
+        sound_sampler = sample_sound_clip
         num_classes = len(SOUND_CLASSES)
     if num_classes is None:
         raise ValueError("num_classes is required with a custom sound_sampler")
@@ -333,7 +312,7 @@ def pretrain_audio(cfg: ModelConfig, pc: PretrainConfig, sound_sampler: Optional
         idx = torch.from_numpy(rng.integers(0, waves.shape[0], pc.batch_size))
         x, y = _augment(waves[idx], rng), labels[idx]
         for group in opt.param_groups:
-            group["lr"] = pc.lr * _cosine(step, pc.audio_steps, warmup)
+            group["lr"] = pc.lr * lr_factor(step, warmup, pc.audio_steps, zero_after_last=False)
         logits = head(encoder(x))
         loss = F.cross_entropy(logits, y)
         opt.zero_grad(set_to_none=True)
@@ -359,7 +338,6 @@ def pretrain_audio(cfg: ModelConfig, pc: PretrainConfig, sound_sampler: Optional
 # ------------------------------------------------------------------ cache
 def _cache_folder(cfg: ModelConfig, cache_dir, pc: PretrainConfig) -> Path:
     """``cache_dir/<preset>-<key>``: the one folder that holds both towers of these settings."""
-    from eclipse_lite.data.synth import generate as synth
     return Path(cache_dir) / f"{cfg.name}-{pc.key(cfg, extra=synth.PRETRAIN_DATA_VERSION)}"
 
 

@@ -7,10 +7,10 @@ What ``eclipse-lite train --preset base`` (and ``eval``, ``cache-audio``) do, as
     build_audio_cache(all_items, cfg, encoder, "features/anet")   # once: [T, 512] per video
     cache = open_audio_cache("features/anet", items, cfg, hint="...")   # every item checked
     data = make_datasets(items, cfg, audio_features=cache)
-    res = train_and_test(ECLIPSE.from_clip(...), data, TrainConfig.paper(epochs=5), "runs/anet")
+    res = train_and_test(ECLIPSE.from_clip(...), data, TrainConfig.paper(epochs=5), "runs/anet")   # train.finetune
 
 Videos are decoded when a batch needs them (DataLoader workers, ``TrainConfig.num_workers``),
-never all held in memory as the small presets' ``pipeline.load_clips`` does: ActivityNet has 15k
+never all held in memory as the small presets' ``data.benchmark.load_benchmark`` does: ActivityNet has 15k
 videos. The paper's audio is a frozen VGGSound ResNet-18 embedding of the 10 s around each frame
 (Sec. 4 "Implementation Details"), read from a :class:`FeatureCache` built once, or computed on
 the fly from the waveform windows by the encoder that ``fit`` gets as ``audio_encoder=``.
@@ -23,6 +23,8 @@ from typing import Any, Dict, Optional, Sequence
 
 from torch import nn
 
+from eclipse_lite.audio import encode_windows
+from eclipse_lite.audio_encoders import ResNet18Audio, build_audio_encoder
 from eclipse_lite.config import ModelConfig
 from eclipse_lite.data.cache import (
     CacheSettings,
@@ -30,16 +32,11 @@ from eclipse_lite.data.cache import (
     MissingFeaturesError,
     StaleCacheError,
 )
-from eclipse_lite.data.dataset import (
-    Item,
-    ItemList,
-    RetrievalDataset,
-    read_jsonl_manifest,
-)
+from eclipse_lite.data.dataset import RetrievalDataset
+from eclipse_lite.data.readers import Item, ItemList, read_jsonl_manifest
 
 SPLITS = ("train", "val", "test")
 VGGSOUND_ENCODER = "resnet18-vggsound"   # the encoder's name in CacheSettings
-EVAL_BATCH = 64                          # videos per evaluation batch (train's test = eval's)
 
 
 def read_splits(data_dir: Any, splits: Sequence[str] = SPLITS) -> Dict[str, ItemList]:
@@ -68,7 +65,6 @@ def vggsound_encoder(cfg: ModelConfig, weights: Any) -> nn.Module:
     """The paper's frozen audio encoder, in eval mode: ``VGGSoundSpectrogram`` + ``ResNet18Audio``
     with the VGGSound release's weights (``AudioEncoder.load_vggsound``); windows ``[..., W]`` →
     embeddings ``[..., 512]``."""
-    from eclipse_lite.audio import ResNet18Audio, build_audio_encoder
     if cfg.audio_dim != ResNet18Audio.out_dim:
         raise ValueError(f"the VGGSound ResNet-18 gives {ResNet18Audio.out_dim}-d embeddings but "
                          f"the model takes audio_dim={cfg.audio_dim}: set audio_dim=512")
@@ -94,7 +90,6 @@ def build_audio_cache(items: Sequence[Item], cfg: ModelConfig, encoder: nn.Modul
     ``encoder`` runs on ``device``); a video listed twice (e.g. in two splits) is encoded once.
     Returns :meth:`FeatureCache.build`'s report ``{"computed", "cached", "failed"}``.
     """
-    from eclipse_lite.audio import encode_windows
     encoder = encoder.to(device).eval()
 
     def encode(windows, mask):                        # [T, W], [T] -> [T, A]
@@ -159,36 +154,5 @@ def make_datasets(items: Dict[str, Sequence[Item]], cfg: ModelConfig,
             for split, split_items in items.items()}
 
 
-def score_split(model: nn.Module, dataset: RetrievalDataset, audio_encoder: Optional[nn.Module] = None,
-                device: Any = None, precision: str = "auto", num_workers: int = 0) -> dict:
-    """``evaluate`` with the batch size both ``train`` and ``eval`` use (same numbers)."""
-    from eclipse_lite.train.evaluate import evaluate
-    return evaluate(model, dataset, audio_encoder=audio_encoder, device=device,
-                    batch_size=EVAL_BATCH, precision=precision, num_workers=num_workers)
-
-
-def train_and_test(model: nn.Module, data: Dict[str, RetrievalDataset], tc, out_dir: Any,
-                   audio_encoder: Optional[nn.Module] = None, resume: bool = False) -> dict:
-    """``fit`` on ``data["train"]`` (best epoch on ``data["val"]``, checkpoints in ``out_dir``),
-    then the best epoch's weights on ``data["test"]``.
-
-    Returns ``{"t2v", "v2t"}`` (test metrics) plus ``"best_epoch"``, ``"val"`` (its validation
-    metrics), ``"steps"`` and ``"train_seconds"``.
-    """
-    from eclipse_lite.checkpoints import read_state_dict
-    from eclipse_lite.train.loop import fit
-    result = fit(model, data["train"], data["val"], tc, out_dir=out_dir,
-                 audio_encoder=audio_encoder, resume=resume)
-    best = Path(out_dir) / "best" / "model.safetensors"
-    if result.best_dir is not None and best.is_file():
-        model.load_state_dict(read_state_dict(best))
-    test = score_split(model, data["test"], audio_encoder, precision=tc.precision,
-                        num_workers=tc.num_workers)
-    return {"t2v": test["t2v"], "v2t": test["v2t"], "best_epoch": result.best_epoch,
-            "val": result.best_metrics, "steps": result.global_step,
-            "train_seconds": result.train_seconds}
-
-
-__all__ = ["SPLITS", "EVAL_BATCH", "read_splits", "vggsound_encoder", "audio_cache_settings",
-           "build_audio_cache", "open_audio_cache", "make_datasets", "score_split",
-           "train_and_test"]
+__all__ = ["SPLITS", "read_splits", "vggsound_encoder", "audio_cache_settings",
+           "build_audio_cache", "open_audio_cache", "make_datasets"]

@@ -11,7 +11,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 
-from eclipse_lite.checkpoints import atomic_write_text
+from eclipse_lite.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 

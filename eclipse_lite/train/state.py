@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import random
 import shutil
 from pathlib import Path
@@ -24,12 +23,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from eclipse_lite.checkpoints import (
-    atomic_save_safetensors,
-    atomic_write_text,
-    read_state_dict,
-)
+from eclipse_lite.checkpoints import atomic_save_safetensors, read_state_dict
 from eclipse_lite.config import ModelConfig
+from eclipse_lite.files import atomic_write_text, swap_in_folder
 from eclipse_lite.train.config import RESUMABLE_CHANGES, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -106,23 +102,6 @@ def json_ready(obj: Any) -> Any:
     return obj
 
 
-def _swap_in(partial: Path, final: Path) -> None:
-    """Replace directory ``final`` by the complete directory ``partial`` with two renames.
-
-    ``final`` → ``final.old``, ``partial`` → ``final``, remove ``final.old``. At every instant a
-    complete copy exists as ``final`` or ``final.old``; :func:`find_checkpoint` falls back to the
-    latter if a crash came between the renames.
-    """
-    old = final.with_name(final.name + ".old")
-    if final.exists():
-        if old.exists():
-            shutil.rmtree(old)   # final is complete, so the older copy is not needed
-        os.replace(final, old)
-    os.replace(partial, final)
-    if old.exists():
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def save_checkpoint(directory: Union[str, Path], model: nn.Module, state: dict,
                     optimizer: Optional[torch.optim.Optimizer] = None,
                     audio_encoder: Optional[nn.Module] = None) -> Path:
@@ -133,7 +112,7 @@ def save_checkpoint(directory: Union[str, Path], model: nn.Module, state: dict,
     encoder), ``optimizer.safetensors`` (AdamW moments + RNG tensors; when ``optimizer`` is given)
     and ``trainer_state.json`` (``state`` plus the optimizer's hyper-parameters and the python /
     numpy RNG states). Everything goes to ``<directory>.partial`` first, which then replaces
-    ``directory`` by renames (:func:`_swap_in`): a crash at any point leaves the previous
+    ``directory`` by renames (:func:`~eclipse_lite.files.swap_in_folder`): a crash at any point leaves the previous
     checkpoint loadable.
     """
     final = Path(directory)
@@ -155,7 +134,7 @@ def save_checkpoint(directory: Union[str, Path], model: nn.Module, state: dict,
         state.update(optimizer=opt_meta, rng=rng_meta)
     text = json.dumps(json_ready(state), indent=1, allow_nan=False)
     atomic_write_text(text + "\n", partial / "trainer_state.json")   # last: marks completeness
-    _swap_in(partial, final)
+    swap_in_folder(partial, final)
     return final
 
 

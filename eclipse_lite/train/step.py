@@ -18,7 +18,9 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 from torch.utils.data.dataloader import default_collate
 
+from eclipse_lite.audio import encode_windows
 from eclipse_lite.config import ModelConfig
+from eclipse_lite.data.dataset import expand_compact
 from eclipse_lite.tokenizer import tokenize
 from eclipse_lite.train.config import autocast
 from eclipse_lite.train.distributed import global_infonce
@@ -42,7 +44,6 @@ def prepare_audio(cfg: ModelConfig, audio: Optional[Tensor], audio_mask: Optiona
                              f"takes audio_dim={cfg.audio_dim} embeddings: pass audio_encoder= to "
                              f"turn waveform windows [B, T, W] into embeddings")
         return audio
-    from eclipse_lite.audio import encode_windows
     if audio.dim() != 3:
         raise ValueError(f"batch['audio'] must be windows [B, T, W], got {tuple(audio.shape)}")
     mask = torch.ones(audio.shape[:2], device=audio.device) if audio_mask is None else audio_mask
@@ -96,7 +97,6 @@ def batch_inputs(batch: Dict[str, Any], cfg: ModelConfig, device: torch.device) 
         raise TypeError(f"a batch must be a dict (frames, audio, caption, ...), got "
                         f"{type(batch).__name__}")
     if "waveform" in batch:
-        from eclipse_lite.data.dataset import expand_compact
 
         batch = expand_compact(batch, device)
     if "input_ids" in batch:

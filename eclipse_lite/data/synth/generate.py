@@ -16,7 +16,7 @@ This module renders plans into mp4 files (H.264 + AAC, PyAV) with both CPU cores
 dataset atomically::
 
     make_benchmark("data/generated/tiny", size="tiny", seed=0)   # or, from a shell:
-    python -m eclipse_lite.data.synth.generate --out data/generated/tiny --size tiny --seed 0
+    eclipse-lite make-data --preset tiny --out data/generated/tiny --seed 0
 
 ``out_dir/``: ``videos/*.mp4``; ``train.jsonl``, ``val.jsonl``, ``test.jsonl`` (one
 ``{"id", "video", "captions": [paragraph], "segments": [[start, end] per described event]}`` per
@@ -30,31 +30,51 @@ sound class), never frames or sounds of the benchmark's videos.
 """
 from __future__ import annotations
 
-import argparse
 import concurrent.futures as cf
 import dataclasses
 import json
 import multiprocessing
 import os
 import shutil
-import sys
 import time
 from fractions import Fraction
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Tuple, Union
 
+import av
 import numpy as np
+import regex
+from av.codec.context import Flags
+from tqdm.auto import tqdm
 
 from eclipse_lite.data.synth.captions import frame_caption, paragraph_caption
-from eclipse_lite.data.synth.plan import (EVENT_KINDS, FRAME_GRID, MOTION_WEIGHTS, OBJECT_SIDE, brief_margin, plan_video,
-                         uniform_frame_times, visual_event)
+from eclipse_lite.data.synth.oracle import oracle_metrics
+from eclipse_lite.data.synth.plan import (
+    EVENT_KINDS,
+    FRAME_GRID,
+    MOTION_WEIGHTS,
+    OBJECT_SIDE,
+    brief_margin,
+    plan_video,
+    uniform_frame_times,
+    visual_event,
+)
 from eclipse_lite.data.synth.sounds import SOUND_CLASSES, ambient_bed, render_sound
-from eclipse_lite.data.synth.visuals import (BACKGROUNDS, REGIONS, VISUAL_CLASSES, background_image, box_at, place_box,
-                            render_frame)
+from eclipse_lite.data.synth.visuals import (
+    BACKGROUNDS,
+    REGIONS,
+    VISUAL_CLASSES,
+    background_image,
+    box_at,
+    place_box,
+    render_frame,
+)
+from eclipse_lite.files import atomic_write_text
+from eclipse_lite.tokenizer import count_tokens
 
 __all__ = ["SizeSpec", "SIZES", "GENERATOR_VERSION", "SOUND_CLASSES", "VISUAL_CLASSES", "EVENT_KINDS",
            "PRETRAIN_DATA_VERSION", "box_at", "make_benchmark", "render_video", "pretrain_rng",
-           "sample_frame_caption", "sample_sound_clip", "main"]
+           "sample_frame_caption", "sample_sound_clip"]
 
 GENERATOR_VERSION = "2.1"  # bump whenever a seed's output changes: a complete older benchmark is then remade
 PRETRAIN_DATA_VERSION = "2.0"  # bump when the pretraining samplers below change (keys the pretrained towers)
@@ -142,8 +162,6 @@ def render_video(plan: Dict, path: Union[str, Path], image_size: int, sample_rat
     Encoders run single-threaded with fixed options and the muxer in bit-exact mode, so the file's
     bytes depend only on ``plan``, ``rng``'s state and the PyAV/FFmpeg build.
     """
-    import av
-    from av.codec.context import Flags
 
     audio = render_audio(plan, rng, sample_rate)
     with av.open(str(path), "w", format="mp4", options={"fflags": "+bitexact"}) as out:
@@ -195,10 +213,8 @@ def _plan_split(spec: SizeSpec, seed: int, split: str) -> List[Tuple[Dict, str]]
 def _token_counter():
     """``(count_tokens, name)``: the CLIP BPE counter, or a pre-tokenizer estimate without it."""
     try:
-        from eclipse_lite.tokenizer import count_tokens
         return count_tokens, "eclipse_lite.tokenizer.count_tokens"
     except ImportError:  # pragma: no cover - the tokenizer is part of the package
-        import regex
         pattern = regex.compile(r"'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+")
         return (lambda text: len(pattern.findall(text.lower())) + 2), "CLIP pre-tokenizer estimate (+2 for SOT/EOT)"
 
@@ -230,10 +246,9 @@ def _statistics(planned: Dict[str, List[Tuple[Dict, str]]]) -> Dict:
 
 
 def _meta(spec: SizeSpec, seed: int, planned, oracle: Dict) -> Dict:
-    import av
 
     return {
-        "generator": "eclipse_lite.data.synth.generate", "version": GENERATOR_VERSION,
+        "generator": "eclipse_lite.data.synth", "version": GENERATOR_VERSION,
         "size": spec.name, "seed": seed, "splits": {s: spec.count(s) for s in SPLITS},
         "seconds_per_video": [spec.min_seconds, spec.max_seconds],
         "total_seconds": float(sum(p["duration"] for items in planned.values() for p, _ in items)),
@@ -251,12 +266,6 @@ def _manifest_line(plan: Dict, caption: str) -> str:
     segments = [[e["start"], e["end"]] for e in plan["events"] if e["in_caption"]]
     return json.dumps({"id": plan["id"], "video": f"videos/{plan['id']}.mp4",
                        "captions": [caption], "segments": segments})
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _is_complete(out: Path, spec: SizeSpec, seed: int) -> bool:
@@ -313,12 +322,11 @@ def make_benchmark(out_dir: Union[str, Path], size: str = "tiny", seed: int = 0,
                  seed, s, i) for s in SPLITS for i, (plan, _) in enumerate(planned[s])]
         _run_jobs(jobs, workers, progress, f"making {size} benchmark")
         for s in SPLITS:
-            _write_text(tmp / f"{s}.jsonl", "".join(_manifest_line(p, c) + "\n" for p, c in planned[s]))
+            atomic_write_text("".join(_manifest_line(p, c) + "\n" for p, c in planned[s]), tmp / f"{s}.jsonl")
         events = {p["id"]: p for s in SPLITS for p, _ in planned[s]}
-        _write_text(tmp / "events.json", json.dumps(events, indent=1))
-        from eclipse_lite.data.synth.oracle import oracle_metrics
+        atomic_write_text(json.dumps(events, indent=1), tmp / "events.json")
         oracle = oracle_metrics([p for p, _ in planned["test"]])
-        _write_text(tmp / "meta.json", json.dumps(_meta(spec, seed, planned, oracle), indent=1))
+        atomic_write_text(json.dumps(_meta(spec, seed, planned, oracle), indent=1), tmp / "meta.json")
         if out.exists():  # overwrite: swap, then delete the old one
             old = out.parent / f".{out.name}.old-{os.getpid()}"
             os.replace(out, old)
@@ -338,7 +346,6 @@ def make_benchmark(out_dir: Union[str, Path], size: str = "tiny", seed: int = 0,
 
 def _run_jobs(jobs: List[tuple], workers: int, progress: bool, desc: str) -> None:
     """Render ``jobs`` in this process (workers=1) or a spawn-started process pool."""
-    from tqdm.auto import tqdm
 
     bar = tqdm(total=len(jobs), desc=desc, unit="video", disable=not progress or bool(os.environ.get("CI")))
     try:
@@ -453,33 +460,3 @@ def sample_sound_clip(rng: np.random.Generator, seconds: float,
     clip = ambient_bed(rng, n, sample_rate) + gain * render_sound(SOUND_CLASSES[index], rng, n, sample_rate)
     peak = float(np.abs(clip).max())
     return (clip * (0.99 / peak) if peak > 0.99 else clip).astype(np.float32), index, SOUND_CLASSES[index]
-
-
-# ----------------------------------------------------------------------------- command line
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m eclipse_lite.data.synth.generate --out DIR [--size tiny] [--seed 0] [--workers 2]``."""
-    parser = argparse.ArgumentParser(prog="python -m eclipse_lite.data.synth.generate",
-                                     description="Make the bundled long-range audiovisual benchmark.")
-    parser.add_argument("--out", type=Path, default=None, help="output directory (default data/generated/SIZE)")
-    parser.add_argument("--size", default="tiny", choices=list(SIZES))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
-    parser.add_argument("--force", action="store_true", help="replace an existing different benchmark")
-    parser.add_argument("--quiet", action="store_true")
-    args = parser.parse_args(argv)
-    out = args.out or Path("data") / "generated" / args.size
-    make_benchmark(out, args.size, args.seed, args.workers, progress=not args.quiet, overwrite=args.force)
-    if not args.quiet:
-        meta = json.loads((out / "meta.json").read_text())
-        tok = meta["caption_tokens"]
-        print(f"captions: {tok['mean']:.1f} tokens on average, {100 * tok['truncated_fraction']:.1f} % "
-              f"longer than {tok['context_length']} ({tok['counter']})")
-        print(f"brief events: {meta['brief_events']}, missed by 8 uniform frames: "
-              f"{meta['brief_events_missed_by_8_uniform_frames']}")
-        from eclipse_lite.data.synth.oracle import format_table, run_oracle
-        print(format_table(run_oracle(out), 8, 10.0))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

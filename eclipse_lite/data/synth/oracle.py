@@ -18,23 +18,22 @@ What a video reveals (described *and* distractor events alike):
     overlaps it by at least ``min(1 s, the sound's length)``;
   * ``both``: the union.
 
-Run ``python -m eclipse_lite.data.synth.oracle --data data/generated/tiny``.
+Run ``eclipse-lite oracle --data data/generated/tiny``.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
-from typing import Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, FrozenSet, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
 from eclipse_lite.data.synth.plan import uniform_frame_times
+from eclipse_lite.metrics import retrieval_metrics
 
 __all__ = ["MODALITIES", "caption_facts", "revealed_facts", "oracle_similarity", "oracle_metrics",
            "r1_random_ties",
-           "run_oracle", "main"]
+           "run_oracle", "format_table"]
 
 MODALITIES = ("audio", "video", "both")
 Fact = Tuple[str, ...]
@@ -104,19 +103,6 @@ def oracle_similarity(plans: Sequence[Mapping], modality: str, num_frames: int =
     return np.array([[len(c & r) for r in revealed] for c in captions], dtype=np.float64)
 
 
-def _retrieval_metrics(sim: np.ndarray) -> Dict[str, float]:
-    """``eclipse_lite.metrics.retrieval_metrics`` (same tie rule, stated here for the fallback)."""
-    try:
-        from eclipse_lite.metrics import retrieval_metrics
-    except ImportError:  # pragma: no cover - metrics.py is part of the package
-        target = np.diag(sim)[:, None]
-        ranks = 1.0 + (sim > target).sum(1) + ((sim == target).sum(1) - 1) / 2.0
-        out = {f"R@{k}": float(100.0 * np.mean(ranks <= k)) for k in (1, 5, 10)}
-        out.update(MdR=float(np.median(ranks)), MnR=float(np.mean(ranks)))
-        return out
-    return retrieval_metrics(sim)
-
-
 def r1_random_ties(sim: np.ndarray) -> float:
     """Expected T2V R@1 (percent) when ties are broken at random: a query whose ground truth is
     tied with ``k`` others at the top counts ``1 / (k + 1)``.
@@ -143,7 +129,7 @@ def oracle_metrics(plans: Sequence[Mapping], num_frames: int = 8,
     out: Dict[str, Dict[str, float]] = {}
     for m in MODALITIES:
         sim = oracle_similarity(plans, m, num_frames, window_s)
-        out[m] = dict(_retrieval_metrics(sim), **{"R@1_random_ties": r1_random_ties(sim)})
+        out[m] = dict(retrieval_metrics(sim), **{"R@1_random_ties": r1_random_ties(sim)})
     caps = [caption_facts(p) for p in plans]
     stats = {"videos": float(len(plans)),
              "facts_per_caption": float(np.mean([len(c) for c in caps])),
@@ -162,7 +148,7 @@ def load_test_plans(data_dir: Path, split: str = "test") -> List[Dict]:
     for path in (manifest, events):
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist; make the benchmark first: "
-                                    f"python -m eclipse_lite.data.synth.generate --out {data_dir}")
+                                    f"eclipse-lite make-data --out {data_dir}")
     plans = json.loads(events.read_text())
     ids = [json.loads(line)["id"] for line in manifest.read_text().splitlines() if line.strip()]
     missing = [i for i in ids if i not in plans]
@@ -187,27 +173,3 @@ def format_table(result: Mapping[str, Mapping[str, float]], num_frames: int, win
         lines.append(f"| {m} | {r['R@1']:.1f} | {r['R@5']:.1f} | {r['R@10']:.1f} | {r['MdR']:.1f} | {r['MnR']:.1f} "
                      f"| {r.get('R@1_random_ties', float('nan')):.1f} |")
     return "\n".join(lines)
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m eclipse_lite.data.synth.oracle", description=__doc__.split("\n")[0])
-    parser.add_argument("--data", required=True, type=Path, help="a benchmark made by eclipse_lite.data.synth.generate")
-    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
-    parser.add_argument("--frames", type=int, default=8, help="uniform frames per video (default 8)")
-    parser.add_argument("--window-s", type=float, default=10.0, help="audio window per frame (default 10 s)")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
-    args = parser.parse_args(argv)
-    result = run_oracle(args.data, args.split, args.frames, args.window_s)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(format_table(result, args.frames, args.window_s))
-        f = result["facts"]
-        print(f"\n{int(f['videos'])} {args.split} videos; {f['facts_per_caption']:.1f} facts per caption "
-              f"({f['sound_facts_per_caption']:.1f} sounds); fraction revealed: "
-              + ", ".join(f"{m} {f[f'{m}_revealed_fraction']:.2f}" for m in MODALITIES))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -43,7 +43,14 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from eclipse_lite.data.synth.sounds import SOUND_CLASSES
-from eclipse_lite.data.synth.visuals import BACKGROUNDS, REGIONS, SLIDES, VISUAL_CLASSES, place_box, slide_boxes
+from eclipse_lite.data.synth.visuals import (
+    BACKGROUNDS,
+    REGIONS,
+    SLIDES,
+    VISUAL_CLASSES,
+    place_box,
+    slide_boxes,
+)
 
 __all__ = ["EVENT_KINDS", "CAPTIONED_KINDS", "FRAME_GRID", "KIND_WEIGHTS", "MOTION_WEIGHTS",
            "plan_video", "uniform_frame_times", "brief_margin", "visual_event"]

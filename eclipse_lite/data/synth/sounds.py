@@ -20,7 +20,9 @@ import importlib.util
 import os
 from typing import Dict, List, Tuple
 
+import av
 import numpy as np
+from scipy.signal import lfilter
 
 __all__ = [
     "RECORDED_CLASSES", "SYNTH_CLASSES", "SOUND_CLASSES", "SOUND_PHRASES", "recordings_dir",
@@ -77,7 +79,6 @@ def load_recording(name: str, sample_rate: int = 16000) -> np.ndarray:
     Decoded with PyAV and resampled by libswresample (deterministic); leading and trailing
     near-silence is trimmed.
     """
-    import av
 
     if name not in RECORDED_CLASSES:
         raise ValueError(f"{name!r} is not a recorded class; recorded: {RECORDED_CLASSES}")
@@ -134,7 +135,6 @@ def _tone(f: np.ndarray | float, n: int, sr: int, phase: float = 0.0) -> np.ndar
 
 def _synth(name: str, rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     """``n`` samples of synthesised class ``name`` (unnormalised float32)."""
-    from scipy.signal import lfilter
 
     t = np.arange(n) / sr
     y = np.zeros(n, np.float32)
@@ -258,7 +258,6 @@ def ambient_bed(rng: np.random.Generator, n: int, sample_rate: int = 16000) -> n
     White noise through a one-pole low-pass whose pole (0..0.995) sets the colour, from hiss to
     rumble, with a slow swell (period 10-50 s) and a faint mains-like hum at 50 or 60 Hz.
     """
-    from scipy.signal import lfilter
 
     pole = rng.uniform(0.0, 0.995)
     noise = lfilter([1.0 - pole], [1.0, -pole], rng.standard_normal(n, dtype=np.float32)).astype(np.float32)

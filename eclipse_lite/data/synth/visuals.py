@@ -18,6 +18,9 @@ import functools
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
 import numpy as np
+import skimage.data
+from skimage.draw import polygon
+from skimage.transform import resize
 
 __all__ = [
     "COLOURS", "SHAPES", "PHOTOS", "VISUAL_CLASSES", "BACKGROUNDS", "REGIONS", "SLIDES",
@@ -136,7 +139,6 @@ SPRITE_RES = 96  # sprites are drawn once at this size and sampled nearest-neigh
 
 def _shape_mask(shape: str, n: int = SPRITE_RES) -> np.ndarray:
     """bool [n, n] mask of ``shape`` filling the square."""
-    from skimage.draw import polygon
 
     yy, xx = np.mgrid[0:n, 0:n] + 0.5
     c = n / 2
@@ -167,7 +169,6 @@ def _shape_mask(shape: str, n: int = SPRITE_RES) -> np.ndarray:
 
 def _load_skimage(name: str) -> np.ndarray:
     """A scikit-image sample image bundled in the wheel, as uint8 [H, W, 3] or [H, W]."""
-    import skimage.data
 
     img = getattr(skimage.data, name)()
     if img.dtype == bool:
@@ -177,7 +178,6 @@ def _load_skimage(name: str) -> np.ndarray:
 
 def _resize(img: np.ndarray, h: int, w: int) -> np.ndarray:
     """Area-style resize with scikit-image (anti-aliased), returning float32 in 0..1."""
-    from skimage.transform import resize
 
     img = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
     return resize(img, (h, w) + img.shape[2:], order=1, anti_aliasing=True, mode="edge").astype(np.float32)
