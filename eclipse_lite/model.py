@@ -334,7 +334,7 @@ class ECLIPSE(nn.Module):
                 x = checkpoint(run, x, use_reentrant=False) if self._checkpointing() else run(x)
                 continue
             if self._checkpointing() and not return_attention:
-                x, a, _ = checkpoint(self._layer, i, x, a, a_mask, False, use_reentrant=False)
+                x, a, _ = checkpoint(self.video_layer, i, x, a, a_mask, False, use_reentrant=False)
             else:
                 x, a, w = self.video_layer(i, x, a, a_mask, return_attention)
                 if w is not None:

@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 __all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "get_rank", "get_world_size",
            "is_main_process", "barrier", "all_gather_variable", "gather_with_grad",
            "global_infonce", "scale_grad", "any_across_ranks", "ShardedBatchSampler",
-           "ShardedEvalSampler", "resolve_device", "broadcast_object", "epoch_permutation",
+           "ShardedEvalSampler", "resolve_device", "epoch_permutation",
            "shard_bounds", "main_process_first"]
 
 
@@ -193,15 +193,6 @@ def any_across_ranks(flag: bool, device: Any = "cpu") -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
-
-
-def broadcast_object(obj: Any) -> Any:
-    """Rank 0's ``obj`` on every rank."""
-    if get_world_size() == 1:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 # ---------------------------------------------------------------------------------------------
