@@ -30,7 +30,7 @@ from eclipse_lite.studies.demo import (
 )
 from eclipse_lite.train.config import TrainConfig
 from eclipse_lite.train.distributed import main_process_first
-from eclipse_lite.train.evaluate import evaluate
+from eclipse_lite.train.finetune import score_split
 from eclipse_lite.train.pretrain import pretrained_towers
 from eclipse_lite.train.results import write_results
 
@@ -166,8 +166,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     check_data_dir(data_dir, cfg.name)   # before minutes of pretraining, not after
     _, encoder, _ = _towers(cfg, data_dir)
     clips = load_benchmark(data_dir, cfg, encoder)
-    metrics = evaluate(model, clips[args.split], batch_size=64, num_workers=workers,
-                       device=None if args.device == "auto" else args.device)
+    metrics = score_split(model, clips[args.split], num_workers=workers,
+                          device=None if args.device == "auto" else args.device)
     write_results(Path(args.out) / "results.json", {"t2v": metrics["t2v"], "v2t": metrics["v2t"]},
                   model_config=cfg, seed=None)
     print(f"{args.split} T2V {json.dumps(metrics['t2v'])}\n{args.split} V2T {json.dumps(metrics['v2t'])}")

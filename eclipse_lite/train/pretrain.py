@@ -117,7 +117,7 @@ class SoundTextBank:
     """Sound clips embedded once by the frozen audio encoder, for the audio-text loss.
 
     embeddings [P, A] (encoder outputs), labels [P] (class index), class_names (index -> name),
-    caption(name, rng) -> str: a short caption of one sound (``synth_captions.sound_caption``).
+    caption(name, rng) -> str: a short caption of one sound (``captions.sound_caption``).
     """
 
     embeddings: Tensor

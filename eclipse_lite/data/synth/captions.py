@@ -1,6 +1,6 @@
 """Captions of the bundled benchmark: one compact paragraph per video, one phrase per frame.
 
-A paragraph narrates the described events of a plan (``synth_plan``) in time order with varied
+A paragraph narrates the described events of a plan (``plan``) in time order with varied
 connectives and verbs, e.g.::
 
     First a cow moos off screen, then a red square slides from left to right and a bell rings

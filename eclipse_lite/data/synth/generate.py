@@ -6,10 +6,10 @@ seen and heard, some only heard, some seen only, some visible too briefly for 8 
 catch although their sound lasts longer - so the sound genuinely helps a model that watches few
 frames. Parts:
 
-  ``synth_visuals``   visual classes, backgrounds, object motion (``box_at``), frame rendering
-  ``synth_sounds``    sound classes (10 CC0 recordings + 12 synthesised), ambient bed
-  ``synth_plan``      the timeline of one video (the ground truth) and the calibration knobs
-  ``synth_captions``  paragraph and frame captions
+  ``visuals``         visual classes, backgrounds, object motion (``box_at``), frame rendering
+  ``sounds``          sound classes (10 CC0 recordings + 12 synthesised), ambient bed
+  ``plan``            the timeline of one video (the ground truth) and the calibration knobs
+  ``captions``        paragraph and frame captions
   ``oracle``          what 8 frames, their audio windows, or both reveal (R@1 per modality)
 
 This module renders plans into mp4 files (H.264 + AAC, PyAV) with both CPU cores and writes the
@@ -20,7 +20,7 @@ dataset atomically::
 
 ``out_dir/``: ``videos/*.mp4``; ``train.jsonl``, ``val.jsonl``, ``test.jsonl`` (one
 ``{"id", "video", "captions": [paragraph], "segments": [[start, end] per described event]}`` per
-line, ``video`` relative to ``out_dir``); ``events.json`` (id -> plan, see ``synth_plan``);
+line, ``video`` relative to ``out_dir``); ``events.json`` (id -> plan, see ``plan``);
 ``meta.json`` (sizes, seed, classes, versions, caption truncation rate, event counts, oracle).
 Same seed, same bytes (single-threaded encoders with fixed options, seeded NumPy streams).
 
@@ -395,7 +395,7 @@ def sample_frame_caption(rng: np.random.Generator, image_size: int) -> Tuple[np.
 
 def _list_frame_caption(rng: np.random.Generator, image_size: int) -> Tuple[np.ndarray, str]:
     """A frame with 1-3 objects in distinct regions and a caption that lists them (and, half of
-    the time, the background): :func:`synth_captions.frame_caption`."""
+    the time, the background): :func:`captions.frame_caption`."""
     background = str(rng.choice(list(BACKGROUNDS)))
     n = int(rng.integers(1, 4))
     regions = [str(r) for r in rng.choice(list(REGIONS), size=n, replace=False)]
@@ -411,8 +411,8 @@ def _narrative_frame(rng: np.random.Generator, image_size: int) -> Tuple[np.ndar
 
     "Over grass, first a red square slides from left to right, then a cat picture bounces at the
     top. Finally a blue star flashes on the left." - the paragraphs' connectives, verbs and
-    places (``synth_captions.paragraph_caption``), about 28 CLIP tokens on average and up to ~47.
-    Each object is an event of a video plan (``synth_plan``) drawn at a random moment of its
+    places (``captions.paragraph_caption``), about 28 CLIP tokens on average and up to ~47.
+    Each object is an event of a video plan (``plan``) drawn at a random moment of its
     motion (``box_at``): a sliding object somewhere along its lane, a growing one part-grown, a
     bouncing one lifted. Why (issue 5): with list captions alone (at most ~29 tokens) the tiny text
     tower never trained its positions beyond 29, where the end token of every paragraph sits

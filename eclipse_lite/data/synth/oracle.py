@@ -6,7 +6,7 @@ rule, ``eclipse_lite.metrics``). It is an ideal observer of the ground truth in 
 a model: it says what a perfect recogniser could do with the inputs a model gets, which is how the
 benchmark is calibrated against the paper (audio alone weak, video alone strong, both best).
 
-Facts of a caption (from its video's plan, ``synth_plan``):
+Facts of a caption (from its video's plan, ``plan``):
   * ``("background", name)`` when the caption names the background;
   * per described visual: ``("object", class)``; ``("place", class, region)`` unless it slides;
     ``("motion", class, "slide left to right" | "bounce" | "grow")`` when it moves;

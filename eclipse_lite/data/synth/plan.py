@@ -15,7 +15,7 @@ not apply)::
      "box": [...], "box_end": [...], "bounce_height": h, "bounce_period": p,
      "sound_class": "cow", "sound_start": s, "sound_end": e, "sound_gain_db": g}
 
-``box_at(event, t)`` (``synth_visuals``) turns that into the box at any time; for ``seen_heard``
+``box_at(event, t)`` (``visuals``) turns that into the box at any time; for ``seen_heard``
 and ``brief`` events the visual *is* the sound source, so that box is the sound-source box while the
 visual is on screen. ``heard_only`` sounds come from off screen (no box).
 
