@@ -120,6 +120,10 @@ class ModelConfig:
         if self.a2v_mode == "reverse_norm" and self.a2v_time == "all":
             raise ValueError("a2v_mode='reverse_norm' only works with one audio token per frame "
                              "(a2v_time='own'), as in the released code")
+        for name in ("audio_window_s", "logit_scale_init", "logit_scale_max", "mlp_ratio",
+                     "layer_norm_eps"):
+            if not math.isfinite(float(getattr(self, name))):
+                raise ValueError(f"ModelConfig.{name} must be a finite number, got {getattr(self, name)}")
         if self.audio_window_s <= 0:
             raise ValueError(f"ModelConfig.audio_window_s must be positive, got {self.audio_window_s}")
 
@@ -144,10 +148,13 @@ class ModelConfig:
 
     # ------------------------------------------------------------- presets
     @classmethod
-    def preset(cls, name: str, **overrides: Any) -> "ModelConfig":
+    def preset(cls, name: str, /, **overrides: Any) -> "ModelConfig":
         """A named preset (``ci``, ``tiny``, ``base``), with field overrides."""
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
+        if "name" in overrides:
+            raise ValueError(f"ModelConfig.name is the preset's name ({name!r}): choose the preset "
+                             f"itself (--preset {overrides['name']}) instead of overriding name")
         values = dict(PRESETS[name])
         unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
         if unknown:

@@ -155,6 +155,26 @@ def test_killed_process_leaves_no_visible_partial_file(tmp_path, videos):
     assert glob.glob(os.path.join(root, ".*.tmp")) == []  # the next build cleans up
 
 
+def test_a_build_removes_only_the_temporaries_of_dead_writers(tmp_path, videos):
+    """Two processes on one cache: one build's clean-up must not delete the other's file in
+    flight (its name carries a live pid), only what a dead writer left."""
+    root = tmp_path / "cache"
+    root.mkdir()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        in_flight = root / f".b.safetensors.{live.pid}.0123abcd.tmp"
+        leftover = root / f".a.safetensors.{dead.pid}.4567cdef.tmp"
+        in_flight.write_bytes(b"being written")
+        leftover.write_bytes(b"a crash left this")
+        FeatureCache(str(root)).build(videos, Stats(), SETTINGS, progress=False)
+        assert in_flight.exists() and not leftover.exists()
+    finally:
+        live.kill()
+        live.wait()
+
+
 def test_dataset_reads_the_cache(tmp_path, videos):
     broken = Item("broken", write_garbage(str(tmp_path / "broken.mp4")), ["x"])
     items = videos + [broken]

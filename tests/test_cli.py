@@ -281,3 +281,14 @@ def test_a_video_missing_from_the_feature_cache_is_named(ci_data, tiny_clip, aud
     err = capsys.readouterr().err
     assert "'val_0001' (val)" in err and "eclipse-lite cache-audio --preset base" in err
     assert "--set audio_window_s=0.5" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("name=base", "ModelConfig.name is the preset's name"),
+    ("audio_window_s=nan", "audio_window_s must be a finite number"),
+    ("logit_scale_init=nan", "logit_scale_init must be a finite number"),
+])
+def test_bad_model_settings_are_one_line_errors(capsys, ci_data, setting, message):
+    assert main(["train", "--preset", "ci", "--data", str(ci_data), "--set", setting]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

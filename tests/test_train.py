@@ -3,6 +3,7 @@ best-epoch selection on validation, retrieval metrics of whole splits, results f
 import json
 import math
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from eclipse_lite.model import TextFeatures, VideoFeatures
 from eclipse_lite.studies.memory import estimate_peak_memory
 from eclipse_lite.train.config import TrainConfig, resolve_precision
 from eclipse_lite.train.evaluate import evaluate
+from eclipse_lite.train.finetune import fit_best
 from eclipse_lite.train.loop import FitResult, fit
 from eclipse_lite.train.optim import (
     build_optimizer,
@@ -437,6 +439,50 @@ def test_best_epoch_is_chosen_on_validation_r1_then_r5(tmp_path, monkeypatch):
     state = json.loads((tmp_path / "best" / "trainer_state.json").read_text())
     assert state["best"]["epoch"] == 2
     assert not (tmp_path / "best" / "optimizer.safetensors").exists()
+
+
+def test_best_is_written_before_last_so_a_kill_between_them_loses_nothing(tmp_path, monkeypatch):
+    """An improving epoch saves best/ and then last/: a kill in between leaves last/ at the
+    previous epoch, so --resume redoes the epoch and writes best/ again."""
+    saved = []
+    real_save = loop_mod.save_checkpoint
+
+    def recording_save(directory, *args, **kwargs):
+        saved.append(Path(directory).name)
+        return real_save(directory, *args, **kwargs)
+
+    scripted = iter([10.0, 30.0, 20.0])
+
+    def fake_evaluate(model, data, **kw):
+        m = {"R@1": next(scripted), "R@5": 50.0, "R@10": 100.0, "MdR": 1.0, "MnR": 1.0}
+        return {"t2v": m, "v2t": dict(m), "n": len(data)}
+
+    monkeypatch.setattr(loop_mod, "evaluate", fake_evaluate)
+    monkeypatch.setattr(loop_mod, "save_checkpoint", recording_save)
+    fit(make_model(), Pairs(16), Pairs(8, seed=1), tc_(epochs=3), out_dir=tmp_path)
+    assert saved == ["best", "last", "best", "last", "last"]
+
+
+def test_a_missing_or_stale_best_checkpoint_is_an_error_not_the_current_weights(tmp_path):
+    train, val = Pairs(16), Pairs(8, seed=1)
+    tc = tc_(epochs=2)
+    model = make_model()
+    result = fit_best(model, train, val, tc, out_dir=tmp_path)
+    assert result.best_dir == str(tmp_path / "best")
+    best_state = json.loads((tmp_path / "best" / "trainer_state.json").read_text())
+    # the finished run resumed: nothing to train, the best weights come from best/
+    again = make_model(seed=9)
+    fit_best(again, train, val, tc, out_dir=tmp_path, resume=True)
+    assert all(torch.equal(again.state_dict()[k], v) for k, v in model.state_dict().items())
+    # best/ holding another epoch than the one validation chose
+    stale = dict(best_state, best=dict(best_state["best"], epoch=best_state["best"]["epoch"] + 7))
+    (tmp_path / "best" / "trainer_state.json").write_text(json.dumps(stale))
+    with pytest.raises(RuntimeError, match="holds epoch"):
+        fit_best(make_model(seed=9), train, val, tc, out_dir=tmp_path, resume=True)
+    # best/ gone (killed before it was written)
+    shutil.rmtree(tmp_path / "best")
+    with pytest.raises(RuntimeError, match="no complete checkpoint"):
+        fit_best(make_model(seed=9), train, val, tc, out_dir=tmp_path, resume=True)
 
 
 # ------------------------------------------------------------------ evaluate

@@ -10,6 +10,7 @@ the ablations all score through here, so one model gets one number whichever com
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -28,13 +29,31 @@ EVAL_BATCH = 64                          # videos per evaluation batch (train's 
 def fit_best(model: nn.Module, train: Dataset, val: Optional[Dataset], tc: TrainConfig,
              out_dir: Any = None, audio_encoder: Optional[nn.Module] = None,
              resume: bool = False) -> FitResult:
-    """``fit``, then load the best validation epoch's weights (``out_dir/best``) into ``model``."""
+    """``fit``, then load the best validation epoch's weights (``out_dir/best``) into ``model``.
+
+    Raises RuntimeError when ``out_dir/best`` is missing or holds another epoch than the run's
+    best one (a run folder damaged by hand or by an older version): the test split is never
+    scored with weights that are not the ones validation chose.
+    """
     result = fit(model, train, val, tc, out_dir=out_dir, audio_encoder=audio_encoder, resume=resume)
     if result.best_dir is not None:
-        best = Path(result.best_dir) / "model.safetensors"
-        if best.is_file():
-            model.load_state_dict(read_state_dict(best))
+        best = Path(result.best_dir)
+        _check_best(best, result)
+        model.load_state_dict(read_state_dict(best / "model.safetensors"))
     return result
+
+
+def _check_best(best: Path, result: FitResult) -> None:
+    """``best`` holds the weights of the run's best validation epoch, or an error says why not."""
+    where = f"{best} should hold the weights of validation epoch {result.best_epoch}"
+    state_file = best / "trainer_state.json"
+    if not (state_file.is_file() and (best / "model.safetensors").is_file()):
+        raise RuntimeError(f"{where}, but it has no complete checkpoint; train again into a new "
+                           "--out (or delete this run folder)")
+    stored = json.loads(state_file.read_text()).get("best") or {}
+    if stored.get("epoch") != result.best_epoch or stored.get("t2v") != (result.best_metrics or {}).get("t2v"):
+        raise RuntimeError(f"{where}, but it holds epoch {stored.get('epoch')}; train again into a "
+                           "new --out (or delete this run folder)")
 
 
 def score_split(model: nn.Module, dataset: Dataset, audio_encoder: Optional[nn.Module] = None,

@@ -438,9 +438,9 @@ def _end_epoch(run: _Run, state: RunState) -> bool:
     epoch_record = dict(kind="epoch", epoch=epoch, step=state.global_step,
                         train_seconds=state.train_seconds)
     run.logger.write(epoch_record)
-    _save(run, state, "last")
-    if improved:
+    if improved:            # best/ first: last/ must never name a best epoch that best/ lacks
         _save(run, state, "best")
+    _save(run, state, "last")
     return any_across_ranks(_run_callbacks(run.callbacks, "epoch", epoch_record, run.model), run.device)
 
 
