@@ -251,7 +251,8 @@ class ECLIPSE(nn.Module):
                 raise ValueError(f"frames must be [B, T, 3, {cfg.image_size}, {cfg.image_size}] for "
                                  f"this config (image_size={cfg.image_size}), got {tuple(frames.shape)}")
             if not frames.is_floating_point():
-                raise ValueError(f"frames must be float and CLIP-normalised, got dtype {frames.dtype}")
+                raise ValueError(f"frames must be float and CLIP-normalised (eclipse_lite.clip."
+                                 f"clip_normalize turns uint8 frames into that), got dtype {frames.dtype}")
         if audio is not None:
             if audio.dim() not in (3, 4):
                 raise ValueError(f"audio must be per-frame embeddings [B, T, A] or [B, T, S, A], "
@@ -263,6 +264,13 @@ class ECLIPSE(nn.Module):
                 raise ValueError(f"audio embeddings have size {audio.shape[-1]} but the model expects "
                                  f"audio_dim={cfg.audio_dim}")
         ref = frames if frames is not None else audio
+        if ref.shape[0] == 0 or ref.shape[1] == 0:
+            raise ValueError(f"an empty batch: {'frames' if frames is not None else 'audio'} has shape "
+                             f"{tuple(ref.shape)} (B videos x T frames must both be at least 1)")
+        for name, x in (("frames", frames), ("audio", audio)):
+            if x is not None and not x.is_meta and not bool(torch.isfinite(x).all()):   # meta: FLOP counts
+                raise ValueError(f"{name} hold NaN or inf values; a clip that decoded to non-finite "
+                                 "numbers would give a NaN embedding")
         for name, mask in (("frame_mask", frame_mask), ("audio_mask", audio_mask)):
             if mask is not None and tuple(mask.shape[:2]) != tuple(ref.shape[:2]):
                 raise ValueError(f"{name} must be [B, T] = {tuple(ref.shape[:2])}, got {tuple(mask.shape)}")
@@ -321,6 +329,7 @@ class ECLIPSE(nn.Module):
         if cfg.fusion == "audio_only":
             return self._audio_only_features(audio, frame_mask, audio_mask)
         b, t = frames.shape[:2]
+        frames = frames.to(self.logit_scale.dtype)      # float64 / fp16 input: the weights' dtype
         x = self.visual.embed(frames.reshape(b * t, *frames.shape[2:]))  # [B*T, L, D]
         if frame_mask is None:
             frame_mask = torch.ones(b, t, device=frames.device, dtype=x.dtype)
@@ -401,6 +410,8 @@ class ECLIPSE(nn.Module):
         """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be [B, L], got shape {tuple(input_ids.shape)}")
+        if input_ids.shape[0] == 0:
+            raise ValueError("an empty batch: input_ids has no rows (at least one text is needed)")
         if attention_mask is not None and attention_mask.shape != input_ids.shape:
             raise ValueError(f"attention_mask {tuple(attention_mask.shape)} does not match "
                              f"input_ids {tuple(input_ids.shape)}")

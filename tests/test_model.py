@@ -284,3 +284,28 @@ def test_padding_beyond_context_length_is_cut_and_real_tokens_are_not():
         model.encode_text(long_ids, long_mask)
     with pytest.raises(ValueError, match="text has 77 tokens .*context_length is 64"):
         model.encode_text(ids77)                           # no mask: every position counts
+
+
+def test_bad_video_inputs_are_named_errors_and_other_float_dtypes_work():
+    cfg = ModelConfig.preset("ci")
+    model = el.ECLIPSE(cfg).eval()
+    frames, audio, ids, mask = inputs(cfg)
+    with torch.no_grad():
+        ref = model.encode_video(frames, audio)
+        # float64 or fp16 frames are cast to the weights' dtype instead of a dtype clash
+        torch.testing.assert_close(model.encode_video(frames.double(), audio), ref)
+        assert model.encode_video(frames.half(), audio).dtype == ref.dtype
+        with pytest.raises(ValueError, match="empty batch"):
+            model.encode_video(frames[:0], audio[:0])
+        with pytest.raises(ValueError, match="empty batch"):
+            model.encode_text(ids[:0], mask[:0])
+        nan_frames = frames.clone()
+        nan_frames[1, 2, 0, 0, 0] = float("nan")
+        with pytest.raises(ValueError, match="frames hold NaN or inf"):
+            model.encode_video(nan_frames, audio)
+        inf_audio = audio.clone()
+        inf_audio[0, 0, 0] = float("inf")
+        with pytest.raises(ValueError, match="audio hold NaN or inf"):
+            model.encode_video(frames, inf_audio)
+        with pytest.raises(ValueError, match="clip_normalize"):
+            model.encode_video((frames * 0).to(torch.uint8), audio)

@@ -626,3 +626,12 @@ def test_memory_estimate_terms_are_consistent():
     # tokens (they come out of a linear layer)
     assert bf16["per_frame_stream_bytes"] == 4 * tokens * cfg.vision_width + 2 * cfg.vision_width
     assert bf16["per_frame_layer_bytes"] < big["per_frame_layer_bytes"]
+
+
+def test_evaluate_names_the_videos_with_non_finite_inputs():
+    data = Pairs(8)
+    data.frames[5, 1, 0, 0, 0] = float("nan")
+    data.audio[2, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match=r"non-finite inputs in the evaluation set: "
+                                         r"s0v5 \(frames\), s0v2 \(audio\)$"):
+        evaluate(make_model(), data, batch_size=8)

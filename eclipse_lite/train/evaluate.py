@@ -94,6 +94,7 @@ def evaluate(model: nn.Module, loader: Union[Dataset, DataLoader], audio_encoder
                 raise KeyError("evaluation batches need 'video_id' (to check that every video "
                                "appears once)")
             inputs = batch_inputs(batch, cfg, device)
+            _check_finite(inputs, batch["video_id"])
             with autocast(device, autocast_dtype):
                 audio = prepare_audio(cfg, inputs["audio"], inputs["audio_mask"], audio_encoder)
                 video = model.video_features(inputs["frames"], audio, inputs["frame_mask"],
@@ -164,3 +165,17 @@ def _check_unique(ids: List[str]) -> None:
         raise ValueError(f"duplicate video ids in the evaluation set: {', '.join(duplicates[:5])}"
                          f"{' ...' if len(duplicates) > 5 else ''}; retrieval needs one caption "
                          "per video, each video once")
+
+
+def _check_finite(inputs: Dict[str, Any], video_ids: List[str]) -> None:
+    """An error naming the videos whose frames or audio hold NaN or inf (the metrics over a NaN
+    row would be meaningless)."""
+    bad: List[str] = []
+    for name in ("frames", "audio"):
+        x = inputs.get(name)
+        if x is not None:
+            rows = ~torch.isfinite(x.flatten(1)).all(1)
+            bad += [f"{video_ids[i]} ({name})" for i in rows.nonzero().flatten().tolist()]
+    if bad:
+        raise ValueError(f"non-finite inputs in the evaluation set: {', '.join(bad[:10])}"
+                         f"{' ...' if len(bad) > 10 else ''}")
