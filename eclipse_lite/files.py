@@ -35,11 +35,13 @@ def temporary_name(path: PathLike, keep_extension: bool = False) -> Path:
 
 
 def writer_pid(temporary: PathLike) -> int:
-    """The process id in a :func:`temporary_name`, or -1 when the name has none."""
-    parts = Path(temporary).name.split(".")
-    for part in reversed(parts[:-1]):
-        if part.isdigit():
-            return int(part)
+    """The process id in a :func:`temporary_name` (``.<name>.<pid>.<random>.tmp[<ext>]``), or -1
+    when the name is not one."""
+    name = Path(temporary).name
+    head, found, _ = name.rpartition(TEMPORARY_SUFFIX)
+    parts = head.rsplit(".", 2) if found else []
+    if len(parts) == 3 and parts[1].isdigit():
+        return int(parts[1])
     return -1
 
 
