@@ -287,8 +287,22 @@ def test_a_video_missing_from_the_feature_cache_is_named(ci_data, tiny_clip, aud
     ("name=base", "ModelConfig.name is the preset's name"),
     ("audio_window_s=nan", "audio_window_s must be a finite number"),
     ("logit_scale_init=nan", "logit_scale_init must be a finite number"),
+    ("epochs=0", "TrainConfig.epochs must be a positive integer"),
+    ("lr_clip=nan", "TrainConfig.lr_clip must be a finite number"),
+    ("precision=fp8", "TrainConfig.precision='fp8' is not one of"),
 ])
 def test_bad_model_settings_are_one_line_errors(capsys, ci_data, setting, message):
     assert main(["train", "--preset", "ci", "--data", str(ci_data), "--set", setting]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_a_broken_manifest_is_a_one_line_error_naming_the_line(capsys, ci_data, tmp_path):
+    import shutil
+    data = tmp_path / "data"
+    shutil.copytree(ci_data, data)
+    with open(data / "test.jsonl", "a") as f:
+        f.write("not json\n")
+    assert main(["train", "--preset", "ci", "--data", str(data), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "test.jsonl:5: not valid JSON" in err and "Traceback" not in err

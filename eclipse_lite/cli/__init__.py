@@ -45,6 +45,11 @@ from eclipse_lite.cli.common import CommandError
 
 __all__ = ["CommandError", "build_parser", "main"]
 
+# what a user's input or files can cause: the library raises these with a message naming the
+# setting, file or line at fault, so the command prints that one line (``-v`` adds the traceback)
+USER_ERRORS = (CommandError, ValueError, FileNotFoundError, FileExistsError, PermissionError,
+               IsADirectoryError, NotADirectoryError)
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``eclipse-lite`` parser: one subcommand per command, each with ``func`` to call."""
@@ -67,9 +72,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         args.func(args)
-    except (CommandError, FileNotFoundError) as exc:
+    except USER_ERRORS as exc:
         if args.verbose:
             traceback.print_exception(exc)
-        print(f"eclipse-lite {args.command}: error: {exc}", file=sys.stderr)
+        hint = "" if args.verbose or isinstance(exc, CommandError) else " (-v shows where)"
+        print(f"eclipse-lite {args.command}: error: {exc}{hint}", file=sys.stderr)
         return 2
     return 0
