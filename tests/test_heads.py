@@ -1,6 +1,7 @@
 """Similarity heads: "mean" is exactly today's cosine of pooled embeddings; the features they read."""
 import pytest
 import torch
+from test_model import inputs
 
 import eclipse_lite as el
 from eclipse_lite.config import ModelConfig
@@ -16,14 +17,6 @@ def make(fusion="eclipse", seed=0, **kw):
             if name.startswith("av_blocks") and "proj" in name:
                 p.normal_(0, 0.1, generator=torch.Generator().manual_seed(len(name)))
     return model.eval()
-
-
-def inputs(cfg, b=3, t=4, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    frames = torch.randn(b, t, 3, cfg.image_size, cfg.image_size, generator=g)
-    audio = torch.randn(b, t, cfg.audio_dim, generator=g)
-    ids, mask = el.tokenize([f"caption number {i}" for i in range(b)], context_length=cfg.context_length)
-    return frames, audio, ids, mask
 
 
 @pytest.mark.parametrize("fusion", ["eclipse", "a2v", "joint", "none", "audio_only"])

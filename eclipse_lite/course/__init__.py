@@ -16,7 +16,11 @@ from eclipse_lite.course.notebook import write_metrics
 from eclipse_lite.course.runs import earlier_runs, finetuned, notebook_out
 from eclipse_lite.data.benchmark import ensure_benchmark, load_benchmark
 from eclipse_lite.studies.demo import demo_train_config, pretrain_config_for
-from eclipse_lite.train.pretrain import init_from_pretrained, pretrained_audio_encoder, pretrained_towers
+from eclipse_lite.train.pretrain import (
+           init_from_pretrained,
+           pretrained_audio_encoder,
+           pretrained_towers,
+)
 
 __all__ = ["write_metrics", "earlier_runs", "finetuned", "notebook_out", "ensure_benchmark",
            "load_benchmark", "demo_train_config", "pretrain_config_for", "init_from_pretrained",

@@ -9,14 +9,13 @@ only when there is none.
 """
 from __future__ import annotations
 
-import inspect
 import json
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 from eclipse_lite.config import ModelConfig
 from eclipse_lite.model import ECLIPSE
-from eclipse_lite.studies.demo import fine_tune, run_demo
+from eclipse_lite.studies.demo import DEMO_OUT, fine_tune
 
 NOTEBOOK_RUNS = Path("runs/notebooks")
 TRAINING_NOTEBOOK = "04_contrastive_training"      # the notebook that fine-tunes the models
@@ -57,8 +56,7 @@ def earlier_runs(fusion: str, seed: int, recipe) -> List[Tuple[Path, object]]:
     """Where ``make demo`` (``runs/demo/models/<fusion>-seed<seed>``, its own recipe: any is
     accepted) and notebook 04 (``<its OUT_DIR>/models/<fusion>``, only with ``recipe``) leave
     fine-tuned models, relative to the repository root: :func:`finetuned`'s ``reuse``."""
-    demo_out = Path(inspect.signature(run_demo).parameters["out"].default)
-    return [(demo_out / "models" / f"{fusion}-seed{seed}", None),
+    return [(DEMO_OUT / "models" / f"{fusion}-seed{seed}", None),
             (notebook_out(TRAINING_NOTEBOOK) / "models" / fusion, recipe)]
 
 

@@ -86,7 +86,10 @@ def finetune_and_test(fusion: str, cfg: ModelConfig, clips, clip_state, tc, out_
             "steps": res["steps"], "sim": res["sim"]}
 
 
-def run_demo(out: Path = Path("runs/demo"), preset: str = "tiny", seeds: Sequence[int] = (0,),
+DEMO_OUT = Path("runs/demo")        # where `make demo` writes (course.runs reuses its models)
+
+
+def run_demo(out: Path = DEMO_OUT, preset: str = "tiny", seeds: Sequence[int] = (0,),
              data_dir: Optional[Path] = None, models: Sequence[str] = DEMO_MODELS,
              pretrain_config: Optional[PretrainConfig] = None, train_overrides: Optional[dict] = None,
              progress: bool = True, model_overrides: Optional[dict] = None) -> dict:
